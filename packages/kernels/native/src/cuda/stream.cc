@@ -1,0 +1,173 @@
+// Host side of common.cuh and the device-memory half of cuda_backend.h: one stream and one memory pool
+// per device, CUDA error → typed lowbit errors, and the caching allocator. Storages, scratch and the
+// cuBLAS workspace all come from the device's own stream-ordered pool (cudaMallocFromPoolAsync on
+// stream(device)); its release threshold is "never", so in steady state an allocation reuses a cached
+// block and makes no driver call. Frees are stream-ordered too: a block is reused only after the work
+// queued before its free has run, so freeing never waits for the GPU.
+#include <cuda_runtime.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <mutex>
+#include <string>
+
+#include "../napi_util.h"
+#include "common.cuh"
+#include "cuda_backend.h"
+
+namespace lowbit::cuda {
+namespace {
+
+constexpr int kMaxDevices = 64;
+
+struct DeviceState {
+  std::mutex mu;
+  std::atomic<cudaStream_t> stream{nullptr};
+  std::atomic<cudaMemPool_t> pool{nullptr};
+};
+std::array<DeviceState, kMaxDevices> g_devices;
+
+void check_index(int device) {
+  if (device < 0 || device >= kMaxDevices || device >= device_count()) {
+    throw_error(ErrorKind::Device, "cuda:" + std::to_string(device) + " does not exist (" + std::to_string(device_count()) + " CUDA devices)");
+  }
+}
+
+std::string format_bytes(int64_t bytes) {
+  if (bytes < 0) return "an unknown amount";
+  static const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024.0 && u < 6) {
+    v /= 1024.0;
+    ++u;
+  }
+  char buf[48];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+// Creates the stream and the pool of `device` (the device is current). Called under the device's mutex.
+void init_device(int device, DeviceState& st) {
+  if (st.stream.load() == nullptr) {
+    // A blocking stream: it also orders with work on the legacy default stream.
+    cudaStream_t s = nullptr;
+    check_cuda(cudaStreamCreate(&s), "cudaStreamCreate");
+    st.stream.store(s);
+  }
+  if (st.pool.load() == nullptr) {
+    // lowbit's own pool (not the device's default one), so its statistics count lowbit's memory only.
+    cudaMemPoolProps props{};
+    props.allocType = cudaMemAllocationTypePinned;
+    props.handleTypes = cudaMemHandleTypeNone;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = device;
+    cudaMemPool_t p = nullptr;
+    check_cuda(cudaMemPoolCreate(&p, &props), "cudaMemPoolCreate");
+    // Keep freed memory cached instead of returning it to the driver at each synchronization.
+    uint64_t threshold = UINT64_MAX;
+    check_cuda(cudaMemPoolSetAttribute(p, cudaMemPoolAttrReleaseThreshold, &threshold), "cudaMemPoolSetAttribute");
+    st.pool.store(p);
+  }
+}
+
+DeviceState& ready(int device) {
+  set_device(device);
+  DeviceState& st = g_devices[static_cast<size_t>(device)];
+  if (st.stream.load() == nullptr || st.pool.load() == nullptr) {
+    std::lock_guard<std::mutex> lk(st.mu);
+    init_device(device, st);
+  }
+  return st;
+}
+
+}  // namespace
+
+void set_device(int device) {
+  check_index(device);
+  check_cuda(cudaSetDevice(device), "cudaSetDevice");
+}
+
+[[noreturn]] void throw_cuda(cudaError_t err, const char* op) {
+  cudaGetLastError();  // clear a non-sticky error so the device stays usable
+  if (err == cudaErrorMemoryAllocation) {
+    int device = 0;
+    int64_t free_b = cudaGetDevice(&device) == cudaSuccess ? free_bytes(device) : -1;
+    throw_oom(std::string(op) + ": out of device memory (" + cudaGetErrorName(err) + "; " + format_bytes(free_b) + " free)", -1, free_b);
+  }
+  throw_error(ErrorKind::Device, std::string(op) + ": " + cudaGetErrorString(err) + " (" + cudaGetErrorName(err) + ")");
+}
+
+[[noreturn]] void throw_argument_error(const std::string& message) { throw_error(ErrorKind::Argument, message); }
+[[noreturn]] void throw_dtype_error(const std::string& message) { throw_error(ErrorKind::DType, message); }
+[[noreturn]] void throw_shape_error(const std::string& message) { throw_error(ErrorKind::Shape, message); }
+[[noreturn]] void throw_device_error(const std::string& message) { throw_error(ErrorKind::Device, message); }
+
+cudaStream_t stream(int device) { return ready(device).stream.load(); }
+
+cudaMemPool_t pool(int device) { return ready(device).pool.load(); }
+
+void* pool_alloc(int device, int64_t bytes, const char* what) {
+  DeviceState& st = ready(device);
+  cudaStream_t s = st.stream.load();
+  cudaMemPool_t p = st.pool.load();
+  void* ptr = nullptr;
+  cudaError_t err = cudaMallocFromPoolAsync(&ptr, static_cast<size_t>(bytes), p, s);
+  if (err != cudaSuccess) {
+    // The cache may hold enough memory in blocks of the wrong sizes: wait for queued frees, hand every
+    // unused block back to the driver and try once more.
+    cudaGetLastError();
+    cudaStreamSynchronize(s);
+    cudaGetLastError();
+    cudaMemPoolTrimTo(p, 0);
+    ptr = nullptr;
+    err = cudaMallocFromPoolAsync(&ptr, static_cast<size_t>(bytes), p, s);
+  }
+  if (err == cudaSuccess) return ptr;
+  cudaGetLastError();  // allocation failures are not sticky: the device stays usable
+  size_t free_b = 0, total_b = 0;
+  const bool have_info = cudaMemGetInfo(&free_b, &total_b) == cudaSuccess;
+  if (!have_info) cudaGetLastError();
+  // A request larger than the whole device can also come back as cudaErrorInvalidValue.
+  if (err == cudaErrorMemoryAllocation || (have_info && static_cast<uint64_t>(bytes) > total_b)) {
+    const int64_t free_i = have_info ? static_cast<int64_t>(free_b) : -1;
+    throw_oom("Cannot allocate " + format_bytes(bytes) + " of " + what + " on cuda:" + std::to_string(device) + ": " + format_bytes(free_i) +
+                  " free",
+              bytes, free_i);
+  }
+  throw_cuda(err, "cudaMallocFromPoolAsync");
+}
+
+void pool_free(int device, void* ptr) noexcept {
+  if (ptr == nullptr || device < 0 || device >= kMaxDevices) return;
+  cudaStream_t s = g_devices[static_cast<size_t>(device)].stream.load();
+  if (cudaSetDevice(device) != cudaSuccess || s == nullptr || cudaFreeAsync(ptr, s) != cudaSuccess) {
+    cudaGetLastError();  // e.g. the runtime is already unloading at process exit: nothing left to free
+  }
+}
+
+void* scratch_alloc(int device, int64_t bytes) { return pool_alloc(device, bytes, "scratch memory"); }
+
+void scratch_free(int device, void* ptr) noexcept { pool_free(device, ptr); }
+
+// ---- cuda_backend.h: device memory ---------------------------------------------------------------------
+
+void* device_malloc(int device, int64_t bytes) { return pool_alloc(device, bytes > 0 ? bytes : 1, "device memory"); }
+
+void device_free(int device, void* ptr) noexcept { pool_free(device, ptr); }
+
+int64_t reserved_bytes(int device) {
+  if (device < 0 || device >= kMaxDevices) return 0;
+  cudaMemPool_t p = g_devices[static_cast<size_t>(device)].pool.load();
+  if (p == nullptr) return 0;  // nothing was ever allocated on this device
+  uint64_t v = 0;
+  if (cudaMemPoolGetAttribute(p, cudaMemPoolAttrReservedMemCurrent, &v) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return static_cast<int64_t>(v);
+}
+
+}  // namespace lowbit::cuda

@@ -1,0 +1,3 @@
+import { lowbitPreset } from "@lowbit/build-config";
+
+export default lowbitPreset();

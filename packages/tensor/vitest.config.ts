@@ -1,0 +1,3 @@
+import { lowbitVitest } from "@lowbit/vitest-config";
+
+export default lowbitVitest();
