@@ -2,7 +2,8 @@
 // Checks the CUDA device plug-in of a built addon on a machine with a GPU, with nothing but Node (no
 // vitest, no node_modules): allocation, zero fill, every copy direction (host→device through the pinned
 // staging buffers included), fill of every dtype at aligned and odd offsets, readFile to the device,
-// memory statistics, out-of-memory recovery, and the DeviceErrors of the CPU-only layout kernels.
+// memory statistics, out-of-memory recovery, the layout kernels on cuda and the DeviceError of mixed devices.
+// (scripts/cuda-core-check.mjs checks the allocator, cast, copyStrided and matmul in depth.)
 //
 //   node scripts/cuda-smoke.mjs [path/to/lowbit_kernels.node]    (default: $LOWBIT_KERNELS_PATH or build/Release)
 //
@@ -202,12 +203,20 @@ check("out of memory throws OutOfMemoryError and the device keeps working", () =
   return e.message;
 });
 
-check("layout kernels and mixed devices give DeviceError", () => {
+check("layout kernels run on cuda; mixed devices give DeviceError", () => {
   const g = b.allocate("cuda:0", 64);
   const c = b.allocate("cpu", 64);
-  throwsClass(() => b.cast(g, 0, 1, g, 32, 0, 4), DeviceError, /^cast is not implemented on cuda yet$/);
-  throwsClass(() => b.copyStrided(g, 0, [1], g, 32, [1], 0, [4]), DeviceError, /^copyStrided is not implemented on cuda yet$/);
+  b.upload(g, 32, new Float32Array([1, -2.5, 3.25, 65520]));
+  b.cast(g, 0, 1, g, 32, 0, 4); // float32 → float16 (65520 rounds to inf)
+  const h = new Uint16Array(4);
+  b.download(g, 0, h);
+  assert(h.join() === [0x3c00, 0xc100, 0x4280, 0x7c00].join(), `cast gave ${Array.from(h, (x) => x.toString(16))}`);
+  b.copyStrided(g, 48, [1, 2], g, 32, [2, 1], 0, [2, 2]); // 2x2 transpose
+  const t = new Float32Array(4);
+  b.download(g, 48, t);
+  assert(t.join() === [1, 3.25, -2.5, 65520].join(), `copyStrided gave ${t.join()}`);
   throwsClass(() => b.cast(c, 0, 1, g, 0, 0, 4), DeviceError);
+  throwsClass(() => b.copyStrided(c, 0, [1], g, 0, [1], 0, [4]), DeviceError);
   throwsClass(() => b.allocate(`cuda:${count}`, 4), DeviceError);
   b.synchronize("cuda:0");
   b.resetPeakMemoryStats("cuda");

@@ -108,6 +108,13 @@ export interface Binding {
   /** [sync] Why CUDA is unusable (no driver, too old, no GPU, not compiled), or null when it works. */
   cudaUnavailableReason(): string | null;
   deviceInfo(device: string): NativeDeviceInfo;
+  /**
+   * [sync] What CUDA `matmul` runs on for a CUDA device: "cublas" (cuBLAS, loaded at run time:
+   * libcublas.so.13, then .12) or "fallback" (lowbit's built-in tiled kernel: correct but far slower; used
+   * when cuBLAS is not installed, in which case a warning is printed once to stderr, or when the
+   * environment variable LOWBIT_CUBLAS=0 chooses it). Loads cuBLAS on first call. ArgumentError for "cpu".
+   */
+  cudaGemmBackend(device: string): "cublas" | "fallback";
   memoryStats(device: string): NativeMemoryStats;
   resetPeakMemoryStats(device: string): void;
   /** [sync] Waits until every queued operation on the device has finished. */

@@ -1,6 +1,6 @@
 // Core bindings: initialize / version / devices / memory statistics / threads, storage creation
-// (allocate, mapFile, readFile), byte movement (copyBytes, upload, download, fill) and the layout kernels
-// `cast` and `copyStrided` (CPU; CUDA storages get a DeviceError until the CUDA versions exist).
+// (allocate, mapFile, readFile), byte movement (copyBytes, upload, download, fill), the layout kernels
+// `cast` and `copyStrided` (CPU here; CUDA storages dispatch to cuda/layout.h) and cudaGemmBackend.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,6 +19,8 @@
 
 #include "cpu/parallel.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/gemm.h"
+#include "cuda/layout.h"
 #include "napi_util.h"
 #include "storage.h"
 
@@ -242,14 +244,7 @@ void copy_any(const Device& dd, uint8_t* dst, const Device& sd, const uint8_t* s
   if (dd.type == DeviceType::CPU && sd.type == DeviceType::CPU) return host_copy(dst, src, bytes);
   if (dd.type == DeviceType::CUDA && sd.type == DeviceType::CPU) return cuda::copy_host_to_device(dd.index, dst, src, bytes);
   if (dd.type == DeviceType::CPU && sd.type == DeviceType::CUDA) return cuda::copy_device_to_host(sd.index, dst, src, bytes);
-  if (dd == sd && dst < src + bytes && src < dst + bytes) {
-    // cudaMemcpy does not allow overlapping ranges: go through a temporary device buffer.
-    if (dst == src) return;
-    std::shared_ptr<MemoryBlock> tmp = MemoryBlock::allocate(dd, bytes, /*zero=*/false);
-    cuda::copy_device_to_device(dd.index, tmp->data(), sd.index, src, bytes);
-    cuda::copy_device_to_device(dd.index, dst, dd.index, tmp->data(), bytes);
-    return;
-  }
+  // Overlapping ranges on one device are handled there (memmove semantics, through pool scratch).
   cuda::copy_device_to_device(dd.index, dst, sd.index, src, bytes);
 }
 
@@ -448,23 +443,15 @@ class ReadFileWorker : public Napi::AsyncWorker {
       pread_all(fd, block_->data(), offset_, bytes_);
       return;
     }
-    // CUDA: read chunks into pinned host memory, then copy each chunk to the device.
+    // CUDA: read chunks into a host buffer and copy each to the device. copy_host_to_device moves the
+    // chunk into its pinned staging buffers and returns while the DMA runs, so the next read overlaps it.
     block_ = MemoryBlock::allocate(device_, bytes_, /*zero=*/false);
-    const int64_t chunk = std::min<int64_t>(std::max<int64_t>(bytes_, 1), int64_t{64} << 20);
-    struct Pinned {
-      void* p;
-      ~Pinned() { cuda::host_pinned_free(p); }
-    } pinned{cuda::host_pinned_malloc(chunk)};
-    std::vector<uint8_t> fallback;
-    uint8_t* staging = static_cast<uint8_t*>(pinned.p);
-    if (staging == nullptr) {
-      fallback.resize(static_cast<size_t>(chunk));
-      staging = fallback.data();
-    }
+    const int64_t chunk = std::min<int64_t>(std::max<int64_t>(bytes_, 1), int64_t{16} << 20);
+    std::vector<uint8_t> buffer(static_cast<size_t>(chunk));
     for (int64_t done = 0; done < bytes_; done += chunk) {
       int64_t n = std::min(chunk, bytes_ - done);
-      pread_all(fd, staging, offset_ + done, n);
-      cuda::copy_host_to_device(device_.index, block_->data() + done, staging, n);
+      pread_all(fd, buffer.data(), offset_ + done, n);
+      cuda::copy_host_to_device(device_.index, block_->data() + done, buffer.data(), n);
     }
   }
 
@@ -511,11 +498,6 @@ void host_memory(int64_t& total, int64_t& available) {
 }
 
 Napi::Number num(Napi::Env env, int64_t v) { return Napi::Number::New(env, static_cast<double>(v)); }
-
-// [sync] Refuses the layout kernels on CUDA storages until their CUDA versions exist.
-void require_cpu(const Device& d, const char* op) {
-  if (d.type != DeviceType::CPU) throw_error(ErrorKind::Device, std::string(op) + " is not implemented on cuda yet");
-}
 
 // ---- bindings ------------------------------------------------------------------------------------------------
 
@@ -585,6 +567,14 @@ Napi::Value DeviceInfo(const Napi::CallbackInfo& info) {
     cc.Set(uint32_t{1}, Napi::Number::New(env, p.cc_minor));
     out.Set("computeCapability", cc);
     return out;
+  });
+}
+
+Napi::Value CudaGemmBackend(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    Device d = arg_device(info, 0, "device");
+    if (d.type != DeviceType::CUDA) throw_error(ErrorKind::Argument, "Expected a CUDA device (\"cuda\" or \"cuda:N\") for device but received \"" + d.str() + "\"");
+    return Napi::String::New(info.Env(), cuda::gemm_backend(d.index));
   });
 }
 
@@ -736,10 +726,9 @@ Napi::Value Cast(const Napi::CallbackInfo& info) {
     check_bytes(src, src_bytes);
     check_writable(dst);
     Device dev = check_same_device({&dst, &src});
-    require_cpu(dev, "cast");
     if (numel == 0) return undefined(info);
     if (dd == sd) {
-      host_copy(dst.data, src.data, dst_bytes);
+      copy_any(dev, dst.data, dev, src.data, dst_bytes);  // memmove semantics on both backends
       return undefined(info);
     }
     // Element-wise in place is fine (each element is read before it is written, by the same thread);
@@ -748,7 +737,8 @@ Napi::Value Cast(const Napi::CallbackInfo& info) {
     if (overlap && !(dst.data == src.data && dst_bytes == src_bytes)) {
       throw_error(ErrorKind::Argument, "Expected dst and src ranges that do not overlap (or are identical) for cast but received overlapping ranges");
     }
-    cast_cpu(dd, dst.data, sd, src.data, numel);
+    if (dev.type == DeviceType::CUDA) cuda::cast(dev.index, dst.data, dd, src.data, sd, numel);  // asynchronous
+    else cast_cpu(dd, dst.data, sd, src.data, numel);
     return undefined(info);
   });
 }
@@ -772,7 +762,6 @@ Napi::Value CopyStrided(const Napi::CallbackInfo& info) {
     }
     check_writable(dst);
     Device dev = check_same_device({&dst, &src});
-    require_cpu(dev, "copyStrided");
     int64_t numel = 1;
     for (int64_t s : shape) numel = checked_mul(numel, s, "shape");
     if (numel == 0) return undefined(info);
@@ -809,6 +798,11 @@ Napi::Value CopyStrided(const Napi::CallbackInfo& info) {
     }
     const bool overlap = dst.data < src.data + src_reach && src.data < dst.data + dst_reach;
     if (overlap && dst.data == src.data && dst_st == src_st) return undefined(info);  // copies onto itself
+    if (dev.type == DeviceType::CUDA) {
+      // Asynchronous; with overlap it gathers src into pool scratch first, like the CPU path below.
+      cuda::copy_strided(dev.index, dst.data, cd, src.data, css, esize, cs, overlap);
+      return undefined(info);
+    }
     if (overlap) {
       // Same storage, overlapping extents: gather src into a temporary first so no read sees a write.
       // Plain heap memory: a transient buffer should not show up in the storages' memory statistics.
@@ -838,6 +832,7 @@ void register_core(Napi::Env env, Napi::Object exports) {
   fn("cudaDeviceCount", CudaDeviceCount);
   fn("cudaUnavailableReason", CudaUnavailableReason);
   fn("deviceInfo", DeviceInfo);
+  fn("cudaGemmBackend", CudaGemmBackend);
   fn("memoryStats", MemoryStats);
   fn("resetPeakMemoryStats", ResetPeakMemoryStats);
   fn("synchronize", Synchronize);

@@ -1,8 +1,10 @@
 // N-API bindings of the matmul, 4-bit, 8-bit and LLM.int8 kernels (binding.ts: matmul ... int8OutlierMatmulAdd).
 // Each function reads and checks every argument (types, dtypes, blocksizes, the exact byte extent and alignment of
-// every tensor, writability, no output overlapping an input, one device) and then calls cpu/linalg.h or cpu/quant.h.
-// Storages on CUDA throw DeviceError until the CUDA backend implements the op. The *Async variants do the same
-// checks on the JS thread and run the kernel on a libuv worker, holding the storages' memory until it finishes.
+// every tensor, writability, no output overlapping an input, one device) and then calls cpu/linalg.h or cpu/quant.h,
+// or for storages on CUDA cuda/gemm.h (matmul) and cuda/quant_kernels.h (builds with CUDA only). The *Async variants
+// do the same checks on the JS thread; on the CPU they run the kernel on a libuv worker, holding the storages' memory
+// until it finishes; on CUDA they queue the kernels on the device's stream (already asynchronous) and return a promise
+// that is settled once the work is queued (see queued_on_stream).
 #include <napi.h>
 
 #include <cmath>
@@ -16,7 +18,12 @@
 
 #include "cpu/linalg.h"
 #include "cpu/quant.h"
+#include "cuda/cuda_backend.h"
+#include "cuda/gemm.h"
 #include "napi_util.h"
+#if LOWBIT_WITH_CUDA
+#include "cuda/quant_kernels.h"
+#endif
 
 namespace lowbit {
 namespace {
@@ -55,10 +62,26 @@ void check_disjoint(const TensorArg& out, int64_t out_bytes, const TensorArg& in
   }
 }
 
-// The kernels below exist on the CPU only for now.
-void require_cpu(std::initializer_list<const TensorArg*> ts, const char* op) {
+// The one device of an op's storages. A CUDA device only exists in builds with CUDA (parse_device refuses it
+// otherwise); the DeviceError below is a second line of defence.
+Device op_device(std::initializer_list<const TensorArg*> ts, const char* op) {
   const Device d = check_same_device(ts);
-  if (d.type != DeviceType::CPU) throw_error(ErrorKind::Device, std::string(op) + " on cuda is not implemented yet");
+#if !LOWBIT_WITH_CUDA
+  if (d.type != DeviceType::CPU) throw_error(ErrorKind::Device, std::string(op) + " on cuda needs a build of @lowbit/kernels with CUDA");
+#endif
+  return d;
+}
+
+// `count` elements of T at t.data as a host vector: a plain copy on the CPU, a device→host copy (which waits for the
+// device's queued work) on CUDA. For the small tables the binding must inspect (8-bit codes, outlier column lists).
+template <typename T>
+std::vector<T> host_copy(const TensorArg& t, int64_t count) {
+  std::vector<T> v(static_cast<size_t>(count));
+  if (count == 0) return v;
+  const int64_t bytes = count * static_cast<int64_t>(sizeof(T));
+  if (t.device.type == DeviceType::CUDA) cuda::copy_device_to_host(t.device.index, v.data(), t.data, bytes);
+  else std::memcpy(v.data(), t.data, static_cast<size_t>(bytes));
+  return v;
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -159,15 +182,44 @@ Napi::Value queue(const Napi::CallbackInfo& info, const char* name, std::vector<
   return promise;
 }
 
+// The [async] ops on CUDA: their kernels run on the device's stream, which is already asynchronous to the host, so
+// `launch` is called on the JS thread (it only queues work, returning in microseconds) and the promise is settled as
+// soon as the work is queued: resolved, or rejected with the typed error when queuing failed (out of memory for
+// scratch, a launch error). The results are ordered before every later op on the device (one stream), and the host
+// sees them at synchronize() or a device→host copy. Storages need no keep-alive: device memory is freed stream-ordered,
+// after the queued work that uses it.
+Napi::Value queued_on_stream(const Napi::CallbackInfo& info, const std::function<void()>& launch) {
+  Napi::Env env = info.Env();
+  Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
+  std::unique_ptr<LowbitException> error;
+  try {
+    launch();
+  } catch (const LowbitException& e) {
+    error = std::make_unique<LowbitException>(e);
+  } catch (const std::bad_alloc&) {
+    error = std::make_unique<LowbitException>(LowbitException::out_of_memory("Host memory allocation failed (std::bad_alloc)", 0, 0));
+  } catch (const std::exception& e) {
+    error = std::make_unique<LowbitException>(ErrorKind::Native, std::string("Native error: ") + e.what());
+  }
+  if (error != nullptr) deferred.Reject(make_js_error(env, *error).Value());
+  else deferred.Resolve(env.Undefined());
+  return deferred.Promise();
+}
+
 // ---- matmul ----------------------------------------------------------------------------------------------------------
 
 struct MatmulCall {
   TensorArg out, a, b;
+  Device dev;
   DType dtype = DType::Float32, out_dtype = DType::Float32;
   int64_t batch = 0, M = 0, N = 0, K = 0, sa = 0, sb = 0, so = 0;
   bool ta = false, tb = false;
   float alpha = 1.0f, beta = 0.0f;
   void run() const {
+    if (dev.type == DeviceType::CUDA) {
+      cuda::matmul(dev.index, out.data, out_dtype, a.data, b.data, dtype, batch, M, N, K, ta, tb, sa, sb, so, alpha, beta);
+      return;
+    }
     cpu::matmul(out.data, out_dtype, a.data, b.data, dtype, batch, M, N, K, ta, tb, sa, sb, so, alpha, beta);
   }
 };
@@ -200,7 +252,7 @@ MatmulCall parse_matmul(const Napi::CallbackInfo& info, const char* op) {
   c.beta = static_cast<float>(arg_finite(info, 18, "beta"));
   check_float(c.dtype, "dtype");
   check_float(c.out_dtype, "outDtype");
-  require_cpu({&c.out, &c.a, &c.b}, op);
+  c.dev = op_device({&c.out, &c.a, &c.b}, op);
   const int64_t mn = checked_mul(c.M, c.N, "M * N");
   if (c.batch > 1 && mn > 0 && c.so < mn) {
     throw_error(ErrorKind::Argument, "Expected strideOut >= M * N (" + std::to_string(mn) +
@@ -226,6 +278,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
 Napi::Value MatmulAsync(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     MatmulCall c = parse_matmul(info, "matmulAsync");
+    if (c.dev.type == DeviceType::CUDA) return queued_on_stream(info, [&c] { c.run(); });
     std::vector<TensorArg> keep{c.out, c.a, c.b};
     return queue(info, "lowbit:matmul", std::move(keep), [c] { c.run(); });
   });
@@ -235,10 +288,17 @@ Napi::Value MatmulAsync(const Napi::CallbackInfo& info) {
 
 struct Quantize4Call {
   TensorArg packed, absmax, x;
+  Device dev;
   DType dtype = DType::Float32;
   int64_t n = 0, bs = 64;
   cpu::QuantType type = cpu::QuantType::NF4;
   void run() const {
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::quant::quantize4bit(dev.index, packed.data, reinterpret_cast<float*>(absmax.data), x.data, dtype, n, bs, type);
+      return;
+    }
+#endif
     cpu::quantize4bit(packed.data, reinterpret_cast<float*>(absmax.data), x.data, dtype, n, bs, type);
   }
 };
@@ -254,7 +314,7 @@ Quantize4Call parse_quantize4(const Napi::CallbackInfo& info, const char* op) {
   c.bs = arg_blocksize4(info, 8, "blocksize");
   c.type = arg_quant_type(info, 9);
   check_float(c.dtype, "dtype");
-  require_cpu({&c.packed, &c.absmax, &c.x}, op);
+  c.dev = op_device({&c.packed, &c.absmax, &c.x}, op);
   const int64_t x_bytes = check_extent(c.x, c.n, dtype_size(c.dtype));
   const int64_t p_bytes = check_output(c.packed, ceil_div(c.n, 2), 1);
   const int64_t a_bytes = check_output(c.absmax, ceil_div(c.n, c.bs), 4);
@@ -274,6 +334,7 @@ Napi::Value Quantize4bit(const Napi::CallbackInfo& info) {
 Napi::Value Quantize4bitAsync(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     Quantize4Call c = parse_quantize4(info, "quantize4bitAsync");
+    if (c.dev.type == DeviceType::CUDA) return queued_on_stream(info, [&c] { c.run(); });
     std::vector<TensorArg> keep{c.packed, c.absmax, c.x};
     return queue(info, "lowbit:quantize4bit", std::move(keep), [c] { c.run(); });
   });
@@ -290,12 +351,18 @@ Napi::Value Dequantize4bit(const Napi::CallbackInfo& info) {
     int64_t bs = arg_blocksize4(info, 8, "blocksize");
     cpu::QuantType type = arg_quant_type(info, 9);
     check_float(od, "outDtype");
-    require_cpu({&out, &packed, &absmax}, "dequantize4bit");
+    [[maybe_unused]] const Device dev = op_device({&out, &packed, &absmax}, "dequantize4bit");
     const int64_t p_bytes = check_extent(packed, ceil_div(n, 2), 1);
     const int64_t a_bytes = check_extent(absmax, ceil_div(n, bs), 4);
     const int64_t o_bytes = check_output(out, n, dtype_size(od));
     check_disjoint(out, o_bytes, packed, p_bytes);
     check_disjoint(out, o_bytes, absmax, a_bytes);
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::quant::dequantize4bit(dev.index, out.data, od, packed.data, reinterpret_cast<const float*>(absmax.data), n, bs, type);
+      return undefined(info);
+    }
+#endif
     cpu::dequantize4bit(out.data, od, packed.data, reinterpret_cast<const float*>(absmax.data), n, bs, type);
     return undefined(info);
   });
@@ -312,7 +379,7 @@ Napi::Value DequantizeNestedAbsmax(const Napi::CallbackInfo& info) {
     const float offset = static_cast<float>(arg_finite(info, 8, "offset"));
     int64_t nb = arg_int(info, 9, "nBlocks");
     int64_t nbs = arg_blocksize8(info, 10, "nestedBlocksize");
-    require_cpu({&out, &q, &nested, &code}, "dequantizeNestedAbsmax");
+    [[maybe_unused]] const Device dev = op_device({&out, &q, &nested, &code}, "dequantizeNestedAbsmax");
     const int64_t q_bytes = check_extent(q, nb, 1);
     const int64_t n_bytes = check_extent(nested, ceil_div(nb, nbs), 4);
     const int64_t c_bytes = check_extent(code, 256, 4);
@@ -320,6 +387,14 @@ Napi::Value DequantizeNestedAbsmax(const Napi::CallbackInfo& info) {
     check_disjoint(out, o_bytes, q, q_bytes);
     check_disjoint(out, o_bytes, nested, n_bytes);
     check_disjoint(out, o_bytes, code, c_bytes);
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::quant::dequantize_nested_absmax(dev.index, reinterpret_cast<float*>(out.data), q.data,
+                                            reinterpret_cast<const float*>(nested.data), reinterpret_cast<const float*>(code.data),
+                                            offset, nb, nbs);
+      return undefined(info);
+    }
+#endif
     cpu::dequantize_nested_absmax(reinterpret_cast<float*>(out.data), q.data, reinterpret_cast<const float*>(nested.data),
                                   reinterpret_cast<const float*>(code.data), offset, nb, nbs);
     return undefined(info);
@@ -350,7 +425,7 @@ Napi::Value Gemm4bit(const Napi::CallbackInfo& info) {
                                            "or both null (plain state) but received " + (nested.data ? "a storage" : "null") +
                                            " and " + (ncode.data ? "a storage" : "null"));
     }
-    require_cpu({&out, &x, &packed, &absmax, &nested, &ncode, &bias}, "gemm4bit");
+    [[maybe_unused]] const Device dev = op_device({&out, &x, &packed, &absmax, &nested, &ncode, &bias}, "gemm4bit");
     const int64_t es = dtype_size(dtype);
     const int64_t nk = checked_mul(N, K, "N * K");
     const int64_t n_blocks = ceil_div(nk, bs);
@@ -381,6 +456,12 @@ Napi::Value Gemm4bit(const Napi::CallbackInfo& info) {
     } else {
       w.absmax = reinterpret_cast<const float*>(absmax.data);
     }
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::quant::gemm4bit(dev.index, out.data, x.data, dtype, w, M, N, K, bias.data);
+      return undefined(info);
+    }
+#endif
     cpu::gemm4bit(out.data, x.data, dtype, w, M, N, K, bias.data);
     return undefined(info);
   });
@@ -399,7 +480,7 @@ Napi::Value QuantizeBlockwise8(const Napi::CallbackInfo& info) {
     int64_t bs = arg_blocksize8(info, 8, "blocksize");
     TensorArg code = arg_tensor(info, 9, "code");
     check_float(dtype, "dtype");
-    require_cpu({&codes, &absmax, &x, &code}, "quantizeBlockwise8");
+    [[maybe_unused]] const Device dev = op_device({&codes, &absmax, &x, &code}, "quantizeBlockwise8");
     const int64_t x_bytes = check_extent(x, n, dtype_size(dtype));
     const int64_t c_bytes = check_extent(code, 256, 4);
     const int64_t q_bytes = check_output(codes, n, 1);
@@ -409,8 +490,15 @@ Napi::Value QuantizeBlockwise8(const Napi::CallbackInfo& info) {
     check_disjoint(absmax, a_bytes, x, x_bytes);
     check_disjoint(absmax, a_bytes, code, c_bytes);
     check_disjoint(absmax, a_bytes, codes, q_bytes);
+    const std::vector<float> host_code = host_copy<float>(code, 256);  // on CUDA: a 1 KiB copy (waits for the device)
+    check_sorted_code(host_code.data(), "code");
     const float* table = reinterpret_cast<const float*>(code.data);
-    check_sorted_code(table, "code");
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::quant::quantize_blockwise8(dev.index, codes.data, reinterpret_cast<float*>(absmax.data), x.data, dtype, n, bs, table);
+      return undefined(info);
+    }
+#endif
     cpu::quantize_blockwise8(codes.data, reinterpret_cast<float*>(absmax.data), x.data, dtype, n, bs, table);
     return undefined(info);
   });
@@ -427,7 +515,7 @@ Napi::Value DequantizeBlockwise8(const Napi::CallbackInfo& info) {
     int64_t n = arg_int(info, 9, "n");
     int64_t bs = arg_blocksize8(info, 10, "blocksize");
     check_float(od, "outDtype");
-    require_cpu({&out, &codes, &absmax, &code}, "dequantizeBlockwise8");
+    [[maybe_unused]] const Device dev = op_device({&out, &codes, &absmax, &code}, "dequantizeBlockwise8");
     const int64_t q_bytes = check_extent(codes, n, 1);
     const int64_t a_bytes = check_extent(absmax, ceil_div(n, bs), 4);
     const int64_t c_bytes = check_extent(code, 256, 4);
@@ -435,6 +523,13 @@ Napi::Value DequantizeBlockwise8(const Napi::CallbackInfo& info) {
     check_disjoint(out, o_bytes, codes, q_bytes);
     check_disjoint(out, o_bytes, absmax, a_bytes);
     check_disjoint(out, o_bytes, code, c_bytes);
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::quant::dequantize_blockwise8(dev.index, out.data, od, codes.data, reinterpret_cast<const float*>(absmax.data),
+                                         reinterpret_cast<const float*>(code.data), n, bs);
+      return undefined(info);
+    }
+#endif
     cpu::dequantize_blockwise8(out.data, od, codes.data, reinterpret_cast<const float*>(absmax.data),
                                reinterpret_cast<const float*>(code.data), n, bs);
     return undefined(info);
@@ -457,7 +552,7 @@ Napi::Value Int8VectorwiseQuant(const Napi::CallbackInfo& info) {
       throw_error(ErrorKind::Argument, "Expected a non-negative number for threshold but received " + std::to_string(threshold));
     }
     check_float(dtype, "dtype");
-    require_cpu({&cb, &scb, &x}, "int8VectorwiseQuant");
+    [[maybe_unused]] const Device dev = op_device({&cb, &scb, &x}, "int8VectorwiseQuant");
     const int64_t numel = checked_mul(rows, cols, "rows * cols");
     const int64_t x_bytes = check_extent(x, numel, dtype_size(dtype));
     const int64_t cb_bytes = check_output(cb, numel, 1);
@@ -465,8 +560,17 @@ Napi::Value Int8VectorwiseQuant(const Napi::CallbackInfo& info) {
     check_disjoint(cb, cb_bytes, x, x_bytes);
     check_disjoint(scb, s_bytes, x, x_bytes);
     check_disjoint(scb, s_bytes, cb, cb_bytes);
-    std::vector<int32_t> outliers = cpu::int8_vectorwise_quant(reinterpret_cast<int8_t*>(cb.data), reinterpret_cast<float*>(scb.data),
-                                                               x.data, dtype, rows, cols, threshold);
+    std::vector<int32_t> outliers;
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      outliers = cuda::quant::int8_vectorwise_quant(dev.index, reinterpret_cast<int8_t*>(cb.data), reinterpret_cast<float*>(scb.data),
+                                                    x.data, dtype, rows, cols, threshold);
+    } else
+#endif
+    {
+      outliers = cpu::int8_vectorwise_quant(reinterpret_cast<int8_t*>(cb.data), reinterpret_cast<float*>(scb.data), x.data, dtype,
+                                            rows, cols, threshold);
+    }
     Napi::Int32Array result = Napi::Int32Array::New(info.Env(), outliers.size());
     if (!outliers.empty()) std::memcpy(result.Data(), outliers.data(), outliers.size() * sizeof(int32_t));
     return result;
@@ -482,12 +586,19 @@ Napi::Value Int8Matmul(const Napi::CallbackInfo& info) {
     int64_t M = arg_int(info, 6, "M");
     int64_t N = arg_int(info, 7, "N");
     int64_t K = arg_int(info, 8, "K");
-    require_cpu({&out, &a, &b}, "int8Matmul");
+    [[maybe_unused]] const Device dev = op_device({&out, &a, &b}, "int8Matmul");
     const int64_t a_bytes = check_extent(a, checked_mul(M, K, "M * K"), 1);
     const int64_t b_bytes = check_extent(b, checked_mul(N, K, "N * K"), 1);
     const int64_t o_bytes = check_output(out, checked_mul(M, N, "M * N"), 4);
     check_disjoint(out, o_bytes, a, a_bytes);
     check_disjoint(out, o_bytes, b, b_bytes);
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::quant::int8_matmul(dev.index, reinterpret_cast<int32_t*>(out.data), reinterpret_cast<const int8_t*>(a.data),
+                               reinterpret_cast<const int8_t*>(b.data), M, N, K);
+      return undefined(info);
+    }
+#endif
     cpu::int8_matmul(reinterpret_cast<int32_t*>(out.data), reinterpret_cast<const int8_t*>(a.data),
                      reinterpret_cast<const int8_t*>(b.data), M, N, K);
     return undefined(info);
@@ -507,7 +618,7 @@ Napi::Value Int8MmDequant(const Napi::CallbackInfo& info) {
     int64_t M = arg_int(info, 11, "M");
     int64_t N = arg_int(info, 12, "N");
     check_float(od, "outDtype");
-    require_cpu({&out, &c, &rs, &cs, &bias}, "int8MmDequant");
+    [[maybe_unused]] const Device dev = op_device({&out, &c, &rs, &cs, &bias}, "int8MmDequant");
     const int64_t mn = checked_mul(M, N, "M * N");
     const int64_t c_bytes = check_extent(c, mn, 4);
     const int64_t r_bytes = check_extent(rs, M, 4);
@@ -518,6 +629,13 @@ Napi::Value Int8MmDequant(const Napi::CallbackInfo& info) {
     check_disjoint(out, o_bytes, rs, r_bytes);
     check_disjoint(out, o_bytes, cs, s_bytes);
     check_disjoint(out, o_bytes, bias, b_bytes);
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::quant::int8_mm_dequant(dev.index, out.data, od, reinterpret_cast<const int32_t*>(c.data),
+                                   reinterpret_cast<const float*>(rs.data), reinterpret_cast<const float*>(cs.data), bias.data, M, N);
+      return undefined(info);
+    }
+#endif
     cpu::int8_mm_dequant(out.data, od, reinterpret_cast<const int32_t*>(c.data), reinterpret_cast<const float*>(rs.data),
                          reinterpret_cast<const float*>(cs.data), bias.data, M, N);
     return undefined(info);
@@ -538,7 +656,7 @@ Napi::Value Int8OutlierMatmulAdd(const Napi::CallbackInfo& info) {
     int64_t N = arg_int(info, 13, "N");
     int64_t K = arg_int(info, 14, "K");
     check_float(dtype, "dtype");
-    require_cpu({&out, &x, &cb, &scb, &cols}, "int8OutlierMatmulAdd");
+    [[maybe_unused]] const Device dev = op_device({&out, &x, &cb, &scb, &cols}, "int8OutlierMatmulAdd");
     const int64_t es = dtype_size(dtype);
     const int64_t x_bytes = check_extent(x, checked_mul(M, K, "M * K"), es);
     const int64_t cb_bytes = check_extent(cb, checked_mul(N, K, "N * K"), 1);
@@ -549,13 +667,23 @@ Napi::Value Int8OutlierMatmulAdd(const Napi::CallbackInfo& info) {
     check_disjoint(out, o_bytes, cb, cb_bytes);
     check_disjoint(out, o_bytes, scb, s_bytes);
     check_disjoint(out, o_bytes, cols, c_bytes);
-    const int32_t* idx = reinterpret_cast<const int32_t*>(cols.data);
+    // The indices are read by the kernel: check them all first (on CUDA through a host copy, which waits for the device).
+    const std::vector<int32_t> host_idx = host_copy<int32_t>(cols, n_cols);
     for (int64_t j = 0; j < n_cols; ++j) {
-      if (idx[j] < 0 || idx[j] >= K) {
+      const int32_t v = host_idx[static_cast<size_t>(j)];
+      if (v < 0 || v >= K) {
         throw_error(ErrorKind::Argument, "Expected an index in [0, " + std::to_string(K) + ") for cols[" + std::to_string(j) +
-                                             "] but received " + std::to_string(idx[j]));
+                                             "] but received " + std::to_string(v));
       }
     }
+    const int32_t* idx = reinterpret_cast<const int32_t*>(cols.data);
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::quant::int8_outlier_matmul_add(dev.index, out.data, x.data, dtype, reinterpret_cast<const int8_t*>(cb.data),
+                                           reinterpret_cast<const float*>(scb.data), idx, n_cols, M, N, K);
+      return undefined(info);
+    }
+#endif
     cpu::int8_outlier_matmul_add(out.data, x.data, dtype, reinterpret_cast<const int8_t*>(cb.data),
                                  reinterpret_cast<const float*>(scb.data), idx, n_cols, M, N, K);
     return undefined(info);

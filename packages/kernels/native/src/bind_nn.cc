@@ -1,6 +1,6 @@
 // N-API bindings of the neural-network kernels (binding.ts: unary ... adamw). Each function reads and checks
 // every argument (types, dtypes, the exact byte extent of every tensor, writability, one device) and then calls
-// the CPU kernel of cpu/nn.h; storages on CUDA throw DeviceError until the CUDA backend implements the op.
+// the CPU kernel of cpu/nn.h, or for storages on CUDA the launcher of cuda/nn_kernels.h (builds with CUDA only).
 #include <napi.h>
 
 #include <cmath>
@@ -10,6 +10,9 @@
 
 #include "cpu/nn.h"
 #include "napi_util.h"
+#if LOWBIT_WITH_CUDA
+#include "cuda/nn_kernels.h"
+#endif
 
 namespace lowbit {
 namespace {
@@ -40,10 +43,14 @@ void check_output(const TensorArg& t, int64_t numel, DType dt) {
   check_writable(t);
 }
 
-// The kernels below exist on the CPU only for now.
-void require_cpu(std::initializer_list<const TensorArg*> ts, const char* op) {
+// The one device of an op's storages. A CUDA device only exists in builds with CUDA (parse_device refuses it
+// otherwise); the DeviceError below is a second line of defence.
+Device op_device(std::initializer_list<const TensorArg*> ts, const char* op) {
   Device d = check_same_device(ts);
-  if (d.type != DeviceType::CPU) throw_error(ErrorKind::Device, std::string(op) + " on cuda is not implemented yet");
+#if !LOWBIT_WITH_CUDA
+  if (d.type != DeviceType::CPU) throw_error(ErrorKind::Device, std::string(op) + " on cuda needs a build of @lowbit/kernels with CUDA");
+#endif
+  return d;
 }
 
 int64_t mul3(int64_t a, int64_t b, int64_t c, const char* what) { return checked_mul(checked_mul(a, b, what), c, what); }
@@ -84,9 +91,15 @@ Napi::Value Unary(const Napi::CallbackInfo& info) {
     int64_t n = arg_int(info, 6, "numel");
     float alpha = arg_float(info, 7, "alpha");
     check_float(dt, "dtype");
-    require_cpu({&out, &x}, "unary");
+    [[maybe_unused]] Device dev = op_device({&out, &x}, "unary");
     check_output(out, n, dt);
     check_extent(x, n, dt);
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::nn::unary(dev.index, op, out.data, x.data, dt, n, alpha);
+      return info.Env().Undefined();
+    }
+#endif
     cpu::unary(op, out.data, x.data, dt, n, alpha);
     return info.Env().Undefined();
   });
@@ -103,10 +116,16 @@ Napi::Value UnaryBackward(const Napi::CallbackInfo& info) {
     int64_t n = arg_int(info, 8, "numel");
     float alpha = arg_float(info, 9, "alpha");
     check_float(dt, "dtype");
-    require_cpu({&gx, &gy, &x}, "unaryBackward");
+    [[maybe_unused]] Device dev = op_device({&gx, &gy, &x}, "unaryBackward");
     check_output(gx, n, dt);
     check_extent(gy, n, dt);
     check_extent(x, n, dt);
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::nn::unary_backward(dev.index, op, gx.data, gy.data, x.data, dt, n, alpha);
+      return info.Env().Undefined();
+    }
+#endif
     cpu::unary_backward(op, gx.data, gy.data, x.data, dt, n, alpha);
     return info.Env().Undefined();
   });
@@ -147,12 +166,19 @@ Napi::Value Binary(const Napi::CallbackInfo& info) {
                                         " (the length of shape) but received " + std::to_string(as.size()) + " and " +
                                         std::to_string(bs.size()));
     }
-    require_cpu({&out, &a, &b}, "binary");
+    [[maybe_unused]] Device dev = op_device({&out, &a, &b}, "binary");
     int64_t numel = 1;
     for (int64_t d : shape) numel = checked_mul(numel, d, "shape");
     check_output(out, numel, dt);
     check_extent(a, strided_span(shape, as, "a"), dt);
     check_extent(b, strided_span(shape, bs, "b"), dt);
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::nn::binary(dev.index, op, out.data, a.data, as.data(), b.data, bs.data(), dt, shape.data(),
+                       static_cast<int>(shape.size()));
+      return info.Env().Undefined();
+    }
+#endif
     cpu::binary(op, out.data, a.data, as.data(), b.data, bs.data(), dt, shape.data(), static_cast<int>(shape.size()));
     return info.Env().Undefined();
   });
@@ -174,9 +200,15 @@ Napi::Value Reduce(const Napi::CallbackInfo& info) {
     if (op == cpu::ReduceOp::Max && n == 0 && outer * inner != 0) {
       throw_error(ErrorKind::Shape, "Expected n >= 1 for a max reduction but received n = 0");
     }
-    require_cpu({&out, &x}, "reduce");
+    [[maybe_unused]] Device dev = op_device({&out, &x}, "reduce");
     check_output(out, checked_mul(outer, inner, "outer * inner"), dt);
     check_extent(x, mul3(outer, n, inner, "outer * n * inner"), dt);
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::nn::reduce(dev.index, op, out.data, x.data, dt, outer, n, inner);
+      return info.Env().Undefined();
+    }
+#endif
     cpu::reduce(op, out.data, x.data, dt, outer, n, inner);
     return info.Env().Undefined();
   });
@@ -191,9 +223,15 @@ Napi::Value Argmax(const Napi::CallbackInfo& info) {
     int64_t rows = arg_int(info, 5, "rows");
     int64_t cols = arg_int(info, 6, "cols", rows > 0 ? 1 : 0, INT32_MAX);
     check_float(dt, "dtype");
-    require_cpu({&out, &x}, "argmax");
+    [[maybe_unused]] Device dev = op_device({&out, &x}, "argmax");
     check_output(out, rows, DType::Int32);
     check_extent(x, checked_mul(rows, cols, "rows * cols"), dt);
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::nn::argmax(dev.index, reinterpret_cast<int32_t*>(out.data), x.data, dt, rows, cols);
+      return info.Env().Undefined();
+    }
+#endif
     cpu::argmax(reinterpret_cast<int32_t*>(out.data), x.data, dt, rows, cols);
     return info.Env().Undefined();
   });
@@ -209,10 +247,16 @@ Napi::Value Softmax(const Napi::CallbackInfo& info) {
     int64_t cols = arg_int(info, 6, "cols");
     bool log = arg_bool(info, 7, "log");
     check_float(dt, "dtype");
-    require_cpu({&out, &x}, "softmax");
+    [[maybe_unused]] Device dev = op_device({&out, &x}, "softmax");
     int64_t n = checked_mul(rows, cols, "rows * cols");
     check_output(out, n, dt);
     check_extent(x, n, dt);
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::nn::softmax(dev.index, out.data, x.data, dt, rows, cols, log);
+      return info.Env().Undefined();
+    }
+#endif
     cpu::softmax(out.data, x.data, dt, rows, cols, log);
     return info.Env().Undefined();
   });
@@ -229,11 +273,17 @@ Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
     int64_t cols = arg_int(info, 8, "cols");
     bool log = arg_bool(info, 9, "log");
     check_float(dt, "dtype");
-    require_cpu({&gx, &gy, &y}, "softmaxBackward");
+    [[maybe_unused]] Device dev = op_device({&gx, &gy, &y}, "softmaxBackward");
     int64_t n = checked_mul(rows, cols, "rows * cols");
     check_output(gx, n, dt);
     check_extent(gy, n, dt);
     check_extent(y, n, dt);
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::nn::softmax_backward(dev.index, gx.data, gy.data, y.data, dt, rows, cols, log);
+      return info.Env().Undefined();
+    }
+#endif
     cpu::softmax_backward(gx.data, gy.data, y.data, dt, rows, cols, log);
     return info.Env().Undefined();
   });
@@ -252,11 +302,17 @@ Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
     float eps = static_cast<float>(arg_finite(info, 10, "eps"));
     check_float(dt, "dtype");
     check_float(wdt, "wDtype");
-    require_cpu({&out, &x, &w}, "rmsNorm");
+    [[maybe_unused]] Device dev = op_device({&out, &x, &w}, "rmsNorm");
     int64_t n = checked_mul(rows, cols, "rows * cols");
     check_output(out, n, dt);
     check_extent(x, n, dt);
     check_extent(w, cols, wdt);
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::nn::rms_norm(dev.index, out.data, x.data, w.data, dt, wdt, rows, cols, eps);
+      return info.Env().Undefined();
+    }
+#endif
     cpu::rms_norm(out.data, x.data, w.data, dt, wdt, rows, cols, eps);
     return info.Env().Undefined();
   });
@@ -277,13 +333,20 @@ Napi::Value RmsNormBackward(const Napi::CallbackInfo& info) {
     float eps = static_cast<float>(arg_finite(info, 14, "eps"));
     check_float(dt, "dtype");
     check_float(wdt, "wDtype");
-    require_cpu({&gx, &gw, &gy, &x, &w}, "rmsNormBackward");
+    [[maybe_unused]] Device dev = op_device({&gx, &gw, &gy, &x, &w}, "rmsNormBackward");
     int64_t n = checked_mul(rows, cols, "rows * cols");
     check_output(gx, n, dt);
     check_output(gw, cols, DType::Float32);
     check_extent(gy, n, dt);
     check_extent(x, n, dt);
     check_extent(w, cols, wdt);
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::nn::rms_norm_backward(dev.index, gx.data, reinterpret_cast<float*>(gw.data), gy.data, x.data, w.data, dt, wdt,
+                                  rows, cols, eps);
+      return info.Env().Undefined();
+    }
+#endif
     cpu::rms_norm_backward(gx.data, reinterpret_cast<float*>(gw.data), gy.data, x.data, w.data, dt, wdt, rows, cols, eps);
     return info.Env().Undefined();
   });
@@ -310,12 +373,19 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
     check_float(dt, "dtype");
     check_index_dtype(pdt, "posDtype");
     if (D % 2 != 0) throw_error(ErrorKind::Shape, "Expected an even head dim for D but received " + std::to_string(D));
-    require_cpu({&out, &x, &pos, &inv}, "rope");
+    [[maybe_unused]] Device dev = op_device({&out, &x, &pos, &inv}, "rope");
     int64_t n = mul4(B, H, T, D, "B * H * T * D");
     check_output(out, n, dt);
     check_extent(x, n, dt);
     check_extent(pos, checked_mul(B, T, "B * T"), pdt);
     check_extent(inv, D / 2, DType::Float32);
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::nn::rope(dev.index, out.data, x.data, dt, pos.data, pdt, reinterpret_cast<const float*>(inv.data), B, H, T, D,
+                     scaling, inverse);
+      return info.Env().Undefined();
+    }
+#endif
     cpu::rope(out.data, x.data, dt, pos.data, pdt, reinterpret_cast<const float*>(inv.data), B, H, T, D, scaling, inverse);
     return info.Env().Undefined();
   });
@@ -345,6 +415,20 @@ cpu::AttentionShape arg_attention_shape(const Napi::CallbackInfo& info, size_t i
   return s;
 }
 
+#if LOWBIT_WITH_CUDA
+// Limits of the CUDA attention kernels: the head dim (register tiles) and grid sizes.
+void check_cuda_attention_shape(const cpu::AttentionShape& s, const char* op) {
+  if (s.D > cuda::nn::kMaxAttentionHeadDim) {
+    throw_error(ErrorKind::Shape, "Expected a head dim D <= " + std::to_string(cuda::nn::kMaxAttentionHeadDim) + " for " + op +
+                                      " on cuda but received D = " + std::to_string(s.D));
+  }
+  if (s.B > 65535 || s.Hq > 65535 || s.B * s.Hkv > 65535) {
+    throw_error(ErrorKind::Shape, std::string("Expected B, Hq and B * Hkv <= 65535 for ") + op + " on cuda but received B = " +
+                                      std::to_string(s.B) + ", Hq = " + std::to_string(s.Hq) + ", Hkv = " + std::to_string(s.Hkv));
+  }
+}
+#endif
+
 // attention(out, outOffset, q, qOffset, k, kOffset, v, vOffset, dtype, B, Hq, Hkv, Tq, Tk, S, D, scale, causal,
 //           qStart, mask, maskOffset, lse, lseOffset)
 Napi::Value Attention(const Napi::CallbackInfo& info) {
@@ -358,7 +442,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
     TensorArg mask = arg_tensor_opt(info, 19, "mask");
     TensorArg lse = arg_tensor_opt(info, 21, "lse");
     check_float(dt, "dtype");
-    require_cpu({&out, &q, &k, &v, &mask, &lse}, "attention");
+    [[maybe_unused]] Device dev = op_device({&out, &q, &k, &v, &mask, &lse}, "attention");
     int64_t nq = mul4(s.B, s.Hq, s.Tq, s.D, "B * Hq * Tq * D");
     int64_t nkv = mul4(s.B, s.Hkv, s.S, s.D, "B * Hkv * S * D");
     check_output(out, nq, dt);
@@ -367,6 +451,13 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
     check_extent(v, nkv, dt);
     if (mask.data != nullptr) check_extent(mask, checked_mul(s.B, s.Tk, "B * Tk"), DType::UInt8);
     if (lse.data != nullptr) check_output(lse, mul3(s.B, s.Hq, s.Tq, "B * Hq * Tq"), DType::Float32);
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      check_cuda_attention_shape(s, "attention");
+      cuda::nn::attention(dev.index, out.data, q.data, k.data, v.data, dt, s, mask.data, reinterpret_cast<float*>(lse.data));
+      return info.Env().Undefined();
+    }
+#endif
     cpu::attention(out.data, q.data, k.data, v.data, dt, s, mask.data, reinterpret_cast<float*>(lse.data));
     return info.Env().Undefined();
   });
@@ -390,7 +481,7 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
     cpu::AttentionShape s = arg_attention_shape(info, 19);
     TensorArg mask = arg_tensor_opt(info, 29, "mask");
     check_float(dt, "dtype");
-    require_cpu({&dq, &dk, &dv, &g, &q, &k, &v, &out, &lse, &mask}, "attentionBackward");
+    [[maybe_unused]] Device dev = op_device({&dq, &dk, &dv, &g, &q, &k, &v, &out, &lse, &mask}, "attentionBackward");
     int64_t nq = mul4(s.B, s.Hq, s.Tq, s.D, "B * Hq * Tq * D");
     int64_t nkv = mul4(s.B, s.Hkv, s.S, s.D, "B * Hkv * S * D");
     check_output(dq, nq, dt);
@@ -403,6 +494,14 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
     check_extent(out, nq, dt);
     check_extent(lse, mul3(s.B, s.Hq, s.Tq, "B * Hq * Tq"), DType::Float32);
     if (mask.data != nullptr) check_extent(mask, checked_mul(s.B, s.Tk, "B * Tk"), DType::UInt8);
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      check_cuda_attention_shape(s, "attentionBackward");
+      cuda::nn::attention_backward(dev.index, dq.data, dk.data, dv.data, g.data, q.data, k.data, v.data, out.data,
+                                   reinterpret_cast<const float*>(lse.data), dt, s, mask.data);
+      return info.Env().Undefined();
+    }
+#endif
     cpu::attention_backward(dq.data, dk.data, dv.data, g.data, q.data, k.data, v.data, out.data,
                             reinterpret_cast<const float*>(lse.data), dt, s, mask.data);
     return info.Env().Undefined();
@@ -422,12 +521,20 @@ Napi::Value Embedding(const Napi::CallbackInfo& info) {
     int64_t vocab = arg_int(info, 10, "vocab");
     check_float(wdt, "wDtype");
     check_index_dtype(idt, "idsDtype");
-    require_cpu({&out, &w, &ids}, "embedding");
+    [[maybe_unused]] Device dev = op_device({&out, &w, &ids}, "embedding");
     check_output(out, checked_mul(n, dim, "n * dim"), wdt);
     check_extent(w, checked_mul(vocab, dim, "vocab * dim"), wdt);
     check_extent(ids, n, idt);
     int64_t bad_id = 0;
-    int64_t bad = cpu::embedding(out.data, w.data, wdt, ids.data, idt, n, dim, vocab, &bad_id);
+    int64_t bad;
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      bad = cuda::nn::embedding(dev.index, out.data, w.data, wdt, ids.data, idt, n, dim, vocab, &bad_id);
+    } else
+#endif
+    {
+      bad = cpu::embedding(out.data, w.data, wdt, ids.data, idt, n, dim, vocab, &bad_id);
+    }
     if (bad >= 0) {
       throw_error(ErrorKind::Argument, "Expected an id in [0, " + std::to_string(vocab) + ") (the vocabulary size) for " +
                                            index_name("ids", bad) + " but received " + std::to_string(bad_id));
@@ -449,12 +556,30 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
     int64_t vocab = arg_int(info, 10, "vocab");
     check_float(gdt, "gyDtype");
     check_index_dtype(idt, "idsDtype");
-    require_cpu({&gw, &gy, &ids}, "embeddingBackward");
+    [[maybe_unused]] Device dev = op_device({&gw, &gy, &ids}, "embeddingBackward");
     check_output(gw, checked_mul(vocab, dim, "vocab * dim"), DType::Float32);
     check_extent(gy, checked_mul(n, dim, "n * dim"), gdt);
     check_extent(ids, n, idt);
     int64_t bad_id = 0;
-    int64_t bad = cpu::embedding_backward(reinterpret_cast<float*>(gw.data), gy.data, gdt, ids.data, idt, n, dim, vocab, &bad_id);
+    int64_t bad;
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      // The CUDA scatter sorts 32-bit (id, position) pairs.
+      if (n > INT32_MAX) {
+        throw_error(ErrorKind::Shape, "Expected n <= " + std::to_string(INT32_MAX) + " for embeddingBackward on cuda but received " +
+                                          std::to_string(n));
+      }
+      if (vocab > UINT32_MAX) {
+        throw_error(ErrorKind::Shape, "Expected vocab <= " + std::to_string(UINT32_MAX) +
+                                          " for embeddingBackward on cuda but received " + std::to_string(vocab));
+      }
+      bad = cuda::nn::embedding_backward(dev.index, reinterpret_cast<float*>(gw.data), gy.data, gdt, ids.data, idt, n, dim,
+                                         vocab, &bad_id);
+    } else
+#endif
+    {
+      bad = cpu::embedding_backward(reinterpret_cast<float*>(gw.data), gy.data, gdt, ids.data, idt, n, dim, vocab, &bad_id);
+    }
     if (bad >= 0) {
       throw_error(ErrorKind::Argument, "Expected an id in [0, " + std::to_string(vocab) + ") (the vocabulary size) for " +
                                            index_name("ids", bad) + " but received " + std::to_string(bad_id));
@@ -496,13 +621,22 @@ CrossEntropyArgs arg_cross_entropy(const Napi::CallbackInfo& info, const char* o
 Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     CrossEntropyArgs a = arg_cross_entropy(info, "losses");
-    require_cpu({&a.out, &a.logits, &a.targets}, "crossEntropy");
+    [[maybe_unused]] Device dev = op_device({&a.out, &a.logits, &a.targets}, "crossEntropy");
     check_output(a.out, a.rows, DType::Float32);
     check_extent(a.logits, checked_mul(a.rows, a.cols, "rows * cols"), a.dt);
     check_extent(a.targets, a.rows, a.tdt);
     int64_t bad_target = 0;
-    int64_t r = cpu::cross_entropy(reinterpret_cast<float*>(a.out.data), a.logits.data, a.dt, a.targets.data, a.tdt,
-                                   a.rows, a.cols, a.ignore_index, &bad_target);
+    int64_t r;
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      r = cuda::nn::cross_entropy(dev.index, reinterpret_cast<float*>(a.out.data), a.logits.data, a.dt, a.targets.data,
+                                  a.tdt, a.rows, a.cols, a.ignore_index, &bad_target);
+    } else
+#endif
+    {
+      r = cpu::cross_entropy(reinterpret_cast<float*>(a.out.data), a.logits.data, a.dt, a.targets.data, a.tdt, a.rows,
+                             a.cols, a.ignore_index, &bad_target);
+    }
     if (r < 0) throw_bad_target(r, bad_target, a.cols, a.ignore_index);
     return Napi::Number::New(info.Env(), static_cast<double>(r));
   });
@@ -514,14 +648,23 @@ Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     CrossEntropyArgs a = arg_cross_entropy(info, "glogits");
     float scale = static_cast<float>(arg_finite(info, 11, "scale"));
-    require_cpu({&a.out, &a.logits, &a.targets}, "crossEntropyBackward");
+    [[maybe_unused]] Device dev = op_device({&a.out, &a.logits, &a.targets}, "crossEntropyBackward");
     int64_t n = checked_mul(a.rows, a.cols, "rows * cols");
     check_output(a.out, n, a.dt);
     check_extent(a.logits, n, a.dt);
     check_extent(a.targets, a.rows, a.tdt);
     int64_t bad_target = 0;
-    int64_t r = cpu::cross_entropy_backward(a.out.data, a.logits.data, a.dt, a.targets.data, a.tdt, a.rows, a.cols,
-                                            a.ignore_index, scale, &bad_target);
+    int64_t r;
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      r = cuda::nn::cross_entropy_backward(dev.index, a.out.data, a.logits.data, a.dt, a.targets.data, a.tdt, a.rows, a.cols,
+                                           a.ignore_index, scale, &bad_target);
+    } else
+#endif
+    {
+      r = cpu::cross_entropy_backward(a.out.data, a.logits.data, a.dt, a.targets.data, a.tdt, a.rows, a.cols,
+                                      a.ignore_index, scale, &bad_target);
+    }
     if (r < 0) throw_bad_target(r, bad_target, a.cols, a.ignore_index);
     return info.Env().Undefined();
   });
@@ -556,11 +699,18 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
     range(hp.beta2, hp.beta2 >= 0 && hp.beta2 < 1, "beta2", "a number in [0, 1)");
     range(hp.eps, hp.eps >= 0, "eps", "a number >= 0");
     range(hp.weight_decay, hp.weight_decay >= 0, "weightDecay", "a number >= 0");
-    require_cpu({&p, &g, &m, &v}, "adamw");
+    [[maybe_unused]] Device dev = op_device({&p, &g, &m, &v}, "adamw");
     check_output(p, n, pdt);
     check_extent(g, n, gdt);
     check_output(m, n, DType::Float32);
     check_output(v, n, DType::Float32);
+#if LOWBIT_WITH_CUDA
+    if (dev.type == DeviceType::CUDA) {
+      cuda::nn::adamw(dev.index, p.data, pdt, g.data, gdt, reinterpret_cast<float*>(m.data), reinterpret_cast<float*>(v.data),
+                      n, hp);
+      return info.Env().Undefined();
+    }
+#endif
     cpu::adamw(p.data, pdt, g.data, gdt, reinterpret_cast<float*>(m.data), reinterpret_cast<float*>(v.data), n, hp);
     return info.Env().Undefined();
   });

@@ -1,5 +1,6 @@
-// Storage memory: aligned zeroed host allocations, read-only file mappings and CUDA device memory,
-// the per-device live / peak / reserved counters, and the JS `Storage` class that owns a block.
+// Storage memory: aligned zeroed host allocations, read-only file mappings and CUDA device memory (from
+// the device's caching allocator), the per-device live / peak / reserved counters, and the JS `Storage`
+// class that owns a block.
 #include "storage.h"
 
 #include <fcntl.h>
@@ -100,7 +101,8 @@ MemoryCounters memory_counters(const Device& d) {
   if (Counters* c = counters_for(d)) {
     m.allocated = c->allocated.load();
     m.peak = c->peak.load();
-    m.reserved = c->reserved.load();
+    // CUDA memory comes from a caching pool: what it holds from the driver is the pool's own figure.
+    m.reserved = d.type == DeviceType::CUDA ? cuda::reserved_bytes(d.index) : c->reserved.load();
   }
   return m;
 }
@@ -114,8 +116,9 @@ void reset_peak_memory(const Device& d) {
 std::shared_ptr<MemoryBlock> MemoryBlock::allocate(const Device& device, int64_t bytes, bool zero) {
   if (bytes < 0) throw_error(ErrorKind::Argument, "Expected a non-negative byte length for byteLength but received " + std::to_string(bytes));
   if (device.type == DeviceType::CUDA) {
-    // cudaMalloc(0) returns null; keep every storage's pointer valid and distinct.
-    void* p = cuda::device_malloc(device.index, bytes > 0 ? bytes : 1);
+    // From the device's caching pool (no driver call in steady state). A zero-length storage still gets
+    // a valid, distinct pointer (device_malloc rounds 0 up to 1 byte).
+    void* p = cuda::device_malloc(device.index, bytes);
     std::shared_ptr<MemoryBlock> block(new MemoryBlock(Kind::Device, device, static_cast<uint8_t*>(p), bytes, 0));
     count_alloc(device, bytes);
     if (zero && bytes > 0) {
@@ -190,6 +193,7 @@ MemoryBlock::~MemoryBlock() {
       if (mapped_size_ > 0) munmap(data_, static_cast<size_t>(mapped_size_));
       break;
     case Kind::Device:
+      // Stream-ordered: the block is reused only after the kernels already queued on the device ran.
       cuda::device_free(device_.index, data_);
       count_free(device_, size_);
       break;

@@ -1,5 +1,6 @@
 // Storage: the one kind of memory the addon hands to JS. A MemoryBlock owns the bytes (64-byte-aligned
-// zeroed host memory, a read-only file mapping, or CUDA device memory); a StorageImpl is the JS-visible
+// zeroed host memory, a read-only file mapping, or CUDA device memory from the device's caching allocator,
+// cuda_backend.h device_malloc); a StorageImpl is the JS-visible
 // `Storage` object (Napi::ObjectWrap) that holds a block until dispose() or its finalizer. Also: the
 // per-device memory counters and the per-environment addon data (error classes, Storage constructor).
 #pragma once
@@ -20,7 +21,8 @@ constexpr int64_t kHostAlignment = 64;
 struct MemoryCounters {
   int64_t allocated = 0;  // bytes in live blocks (file mappings excluded)
   int64_t peak = 0;       // max of `allocated` since start / reset_peak_memory
-  int64_t reserved = 0;   // bytes held from the system (== allocated until a caching allocator exists)
+  int64_t reserved = 0;   // bytes held from the system: == allocated on cpu; on cuda the caching allocator's
+                          // pool (live blocks, cached free blocks, scratch, the cuBLAS workspace)
 };
 MemoryCounters memory_counters(const Device& d);
 void reset_peak_memory(const Device& d);

@@ -78,7 +78,9 @@ inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 65535LL * 
 #ifdef __CUDACC__
 // ---- device-side helpers (only in .cu files) -------------------------------------------------------
 // Loads / stores one element of a compute-float dtype (float32 / float16 / bfloat16) as float32,
-// round to nearest even on store.
+// round to nearest even on store. Call them qualified, cuda::load_f / cuda::store_f: argument-dependent
+// lookup (DType lives in namespace lowbit) also finds the host-only lowbit::load_f of dtype.h, and an
+// unqualified call is ambiguous.
 __device__ __forceinline__ float load_f(const void* p, DType d, int64_t i) {
   switch (d) {
     case DType::Float16: return __half2float(static_cast<const __half*>(p)[i]);

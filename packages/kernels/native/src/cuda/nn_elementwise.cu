@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 
 #include "common.cuh"
 #include "nn_common.cuh"
@@ -104,20 +105,63 @@ __device__ __forceinline__ float apply_unary_backward(UnaryOp op, float v, float
   return g;
 }
 
+// 16 bytes of elements, for vectorised loads / stores.
 template <typename T>
-__global__ void unary_kernel(UnaryOp op, T* out, const T* x, int64_t n, float alpha) {
+union Pack {
+  static constexpr int N = 16 / sizeof(T);
+  uint4 u;
+  T e[N];
+};
+
+// Whether every pointer is 16-byte aligned (the packed path; the tail of n % N elements is done one by one).
+inline bool aligned16(std::initializer_list<const void*> ps) {
+  for (const void* p : ps)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return true;
+}
+
+// Grid-stride over packs [0, n / N) when `vec`, then over the remaining elements one at a time.
+template <typename T, typename PackFn, typename ElemFn>
+__device__ __forceinline__ void for_each_packed(int64_t n, bool vec, PackFn pack_fn, ElemFn elem_fn) {
+  constexpr int N = Pack<T>::N;
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    out[i] = from_f<T>(apply_unary(op, to_f(x[i]), alpha));
+  int64_t i0 = 0;
+  if (vec) {
+    const int64_t packs = n / N;
+    for (int64_t v = tid; v < packs; v += stride) pack_fn(v);
+    i0 = packs * N;
   }
+  for (int64_t i = i0 + tid; i < n; i += stride) elem_fn(i);
 }
 
 template <typename T>
-__global__ void unary_backward_kernel(UnaryOp op, T* gx, const T* gy, const T* x, int64_t n, float alpha) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    gx[i] = from_f<T>(apply_unary_backward(op, to_f(x[i]), to_f(gy[i]), alpha));
-  }
+__global__ void unary_kernel(UnaryOp op, T* out, const T* x, int64_t n, float alpha, bool vec) {
+  for_each_packed<T>(
+      n, vec,
+      [&](int64_t v) {
+        Pack<T> a;
+        a.u = reinterpret_cast<const uint4*>(x)[v];
+#pragma unroll
+        for (int k = 0; k < Pack<T>::N; ++k) a.e[k] = from_f<T>(apply_unary(op, to_f(a.e[k]), alpha));
+        reinterpret_cast<uint4*>(out)[v] = a.u;
+      },
+      [&](int64_t i) { out[i] = from_f<T>(apply_unary(op, to_f(x[i]), alpha)); });
+}
+
+template <typename T>
+__global__ void unary_backward_kernel(UnaryOp op, T* gx, const T* gy, const T* x, int64_t n, float alpha, bool vec) {
+  for_each_packed<T>(
+      n, vec,
+      [&](int64_t v) {
+        Pack<T> a, g;
+        a.u = reinterpret_cast<const uint4*>(x)[v];
+        g.u = reinterpret_cast<const uint4*>(gy)[v];
+#pragma unroll
+        for (int k = 0; k < Pack<T>::N; ++k) a.e[k] = from_f<T>(apply_unary_backward(op, to_f(a.e[k]), to_f(g.e[k]), alpha));
+        reinterpret_cast<uint4*>(gx)[v] = a.u;
+      },
+      [&](int64_t i) { gx[i] = from_f<T>(apply_unary_backward(op, to_f(x[i]), to_f(gy[i]), alpha)); });
 }
 
 // ---- binary ---------------------------------------------------------------------------------------------
@@ -146,11 +190,18 @@ __device__ __forceinline__ float apply_binary(BinaryOp op, float x, float y) {
 
 // Fast path: a, b and out all contiguous over the same numel.
 template <typename T>
-__global__ void binary_contiguous_kernel(BinaryOp op, T* out, const T* a, const T* b, int64_t n) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    out[i] = from_f<T>(apply_binary(op, to_f(a[i]), to_f(b[i])));
-  }
+__global__ void binary_contiguous_kernel(BinaryOp op, T* out, const T* a, const T* b, int64_t n, bool vec) {
+  for_each_packed<T>(
+      n, vec,
+      [&](int64_t v) {
+        Pack<T> x, y;
+        x.u = reinterpret_cast<const uint4*>(a)[v];
+        y.u = reinterpret_cast<const uint4*>(b)[v];
+#pragma unroll
+        for (int k = 0; k < Pack<T>::N; ++k) x.e[k] = from_f<T>(apply_binary(op, to_f(x.e[k]), to_f(y.e[k])));
+        reinterpret_cast<uint4*>(out)[v] = x.u;
+      },
+      [&](int64_t i) { out[i] = from_f<T>(apply_binary(op, to_f(a[i]), to_f(b[i]))); });
 }
 
 // General path: the output index is split into coordinates (innermost first) to find a's and b's offsets.
@@ -176,7 +227,9 @@ void unary(int device, cpu::UnaryOp op, void* out, const void* x, DType dt, int6
   cudaStream_t st = stream(device);
   dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
-    unary_kernel<T><<<grid_for(n, kThreads), kThreads, 0, st>>>(op, static_cast<T*>(out), static_cast<const T*>(x), n, alpha);
+    const bool vec = aligned16({out, x});
+    unary_kernel<T><<<grid_for(vec ? n / Pack<T>::N + 1 : n, kThreads), kThreads, 0, st>>>(op, static_cast<T*>(out),
+                                                                                          static_cast<const T*>(x), n, alpha, vec);
   });
   check_launch("unary");
 }
@@ -186,8 +239,9 @@ void unary_backward(int device, cpu::UnaryOp op, void* gx, const void* gy, const
   cudaStream_t st = stream(device);
   dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
-    unary_backward_kernel<T><<<grid_for(n, kThreads), kThreads, 0, st>>>(
-        op, static_cast<T*>(gx), static_cast<const T*>(gy), static_cast<const T*>(x), n, alpha);
+    const bool vec = aligned16({gx, gy, x});
+    unary_backward_kernel<T><<<grid_for(vec ? n / Pack<T>::N + 1 : n, kThreads), kThreads, 0, st>>>(
+        op, static_cast<T*>(gx), static_cast<const T*>(gy), static_cast<const T*>(x), n, alpha, vec);
   });
   check_launch("unaryBackward");
 }
@@ -222,8 +276,9 @@ void binary(int device, cpu::BinaryOp op, void* out, const void* a, const int64_
   dispatch_float(dt, [&](auto tag) {
     using T = decltype(tag);
     if (contiguous) {
-      binary_contiguous_kernel<T><<<grid_for(numel, kThreads), kThreads, 0, st>>>(
-          op, static_cast<T*>(out), static_cast<const T*>(a), static_cast<const T*>(b), numel);
+      const bool vec = aligned16({out, a, b});
+      binary_contiguous_kernel<T><<<grid_for(vec ? numel / Pack<T>::N + 1 : numel, kThreads), kThreads, 0, st>>>(
+          op, static_cast<T*>(out), static_cast<const T*>(a), static_cast<const T*>(b), numel, vec);
     } else {
       binary_strided_kernel<T><<<grid_for(numel, kThreads), kThreads, 0, st>>>(
           op, static_cast<T*>(out), static_cast<const T*>(a), static_cast<const T*>(b), l, numel);

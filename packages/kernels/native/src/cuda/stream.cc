@@ -127,6 +127,10 @@ void* pool_alloc(int device, int64_t bytes, const char* what) {
   }
   if (err == cudaSuccess) return ptr;
   cudaGetLastError();  // allocation failures are not sticky: the device stays usable
+  // A failed request can leave the pool holding memory it reserved on the way; give that back too, so
+  // the reported free bytes are what the driver could really hand out.
+  cudaMemPoolTrimTo(p, 0);
+  cudaGetLastError();
   size_t free_b = 0, total_b = 0;
   const bool have_info = cudaMemGetInfo(&free_b, &total_b) == cudaSuccess;
   if (!have_info) cudaGetLastError();

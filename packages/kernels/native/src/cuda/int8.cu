@@ -1,0 +1,347 @@
+// CUDA LLM.int8 kernels of quant_kernels.h: vectorwise quantization with outlier columns, the exact int8 matmul
+// (dp4a), int8_mm_dequant (bit-identical to cpu::int8_mm_dequant: explicit roundings, one fmaf) and the outlier product.
+//
+// int8 matmul: small M (<= 8) with 16-byte aligned rows runs a GEMV-style kernel (one warp per row of B, 16-byte
+// streaming loads of B, kUnroll steps in flight, dp4a on int8x4 words, int32 warp sum); everything else a 64x64 tiled
+// kernel with shared-memory tiles of 32-byte K slices (bounds-checked byte loads where K % 4 != 0 or rows are not
+// 4-byte aligned; padding is zero, so the sums are exact). int32 accumulation wraps as on the CPU.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cfloat>
+#include <cmath>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "common.cuh"
+#include "cuda_backend.h"
+#include "quant_kernels.h"
+
+namespace lowbit::cuda::quant {
+namespace {
+
+constexpr unsigned kFull = 0xffffffffu;
+
+bool aligned(const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
+
+template <typename F>
+void dispatch_float(DType dt, F&& f) {
+  switch (dt) {
+    case DType::Float16: f(__half{}); break;
+    case DType::BFloat16: f(__nv_bfloat16{}); break;
+    default: f(float{}); break;
+  }
+}
+
+// 2-D grid over (rows, cols): x strides columns (capped), y rows (grid-stride beyond 65535).
+dim3 rows_grid(int64_t rows, int64_t cols, int threads) {
+  int64_t gx = (cols + threads - 1) / threads;
+  if (gx > 4096) gx = 4096;
+  if (gx < 1) gx = 1;
+  int64_t gy = rows < 65535 ? rows : 65535;
+  if (gy < 1) gy = 1;
+  return dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
+}
+
+// ---- vectorwise quantization (spec §12.1) --------------------------------------------------------------------------
+
+// One CUDA block per row (grid-stride): absmax over |x| < thr (all elements without split; NaN skipped), then
+// q = rint(clamp(fp32(x * fp32(127 / absmax)), -127, 127)) with NaN -> 0; outlier elements become 0 and set flags[c].
+template <typename T>
+__global__ void __launch_bounds__(256) rowquant_kernel(int8_t* __restrict__ CB, float* __restrict__ SCB, const T* __restrict__ x,
+                                                       int64_t rows, int64_t cols, bool split, float thr, uint8_t* __restrict__ flags) {
+  __shared__ float smem[32];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * cols;
+    float am = 0.0f;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+      const float a = fabsf(to_f(xr[c]));
+      if (split && a >= thr) {
+        flags[c] = 1;  // idempotent racing stores
+        continue;
+      }
+      am = fmaxf(am, a);
+    }
+    am = block_max(am, smem);
+    if (threadIdx.x == 0) SCB[r] = am;
+    const float scale = __fdiv_rn(127.0f, am);  // exact division; +inf for an all-zero row
+    int8_t* q = CB + r * cols;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+      const float v = to_f(xr[c]);
+      if (split && fabsf(v) >= thr) {
+        q[c] = 0;
+        continue;
+      }
+      float s = __fmul_rn(v, scale);
+      if (isnan(s)) s = 0.0f;
+      s = fminf(127.0f, fmaxf(-127.0f, s));
+      q[c] = static_cast<int8_t>(__float2int_rn(s));  // round half to even
+    }
+  }
+}
+
+__global__ void zero_columns_kernel(int8_t* __restrict__ CB, const int32_t* __restrict__ list, int64_t n_list, int64_t rows, int64_t cols) {
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
+    for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < n_list; j += static_cast<int64_t>(gridDim.x) * blockDim.x)
+      CB[r * cols + list[j]] = 0;
+}
+
+// The smallest float t with double(t) >= threshold, so `|x| >= t` in float32 decides exactly as the CPU's
+// `double(|x|) >= threshold` (for threshold > FLT_MAX only infinity qualifies).
+float float_threshold(double threshold) {
+  if (threshold > static_cast<double>(FLT_MAX)) return INFINITY;
+  float t = static_cast<float>(threshold);
+  if (static_cast<double>(t) < threshold) t = std::nextafter(t, INFINITY);
+  return t;
+}
+
+// ---- int8 matmul -------------------------------------------------------------------------------------------------
+
+constexpr int kGemvWarps = 4;
+constexpr int kGemvUnroll = 4;
+constexpr int64_t kGemvMaxM = 8;
+
+__device__ __forceinline__ int32_t warp_sum_i(int32_t v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
+  return v;
+}
+
+// out (M, N) for M <= MB: one warp per row n of B; each lane 16 bytes of K per step (warp stride 512 bytes).
+// Requires K % 16 == 0 and a, b 16-byte aligned.
+template <int MB>
+__global__ void __launch_bounds__(kGemvWarps * 32) int8_gemv_kernel(int32_t* __restrict__ out, const int8_t* __restrict__ a,
+                                                                    const int8_t* __restrict__ b, int64_t M, int64_t N, int64_t K) {
+  const int lane = threadIdx.x & 31;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
+  if (n >= N) return;
+  int32_t acc[MB];
+#pragma unroll
+  for (int m = 0; m < MB; ++m) acc[m] = 0;
+  const int8_t* brow = b + n * K;
+  for (int64_t kb = 0; kb < K; kb += 512 * kGemvUnroll) {
+    int4 bv[kGemvUnroll];
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int64_t k = kb + u * 512 + lane * 16;
+      bv[u] = k < K ? __ldcs(reinterpret_cast<const int4*>(brow + k)) : make_int4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int64_t k = kb + u * 512 + lane * 16;
+      if (k < K) {
+#pragma unroll
+        for (int m = 0; m < MB; ++m) {
+          if (m < M) {
+            const int4 av = __ldg(reinterpret_cast<const int4*>(a + m * K + k));
+            acc[m] = __dp4a(av.x, bv[u].x, acc[m]);
+            acc[m] = __dp4a(av.y, bv[u].y, acc[m]);
+            acc[m] = __dp4a(av.z, bv[u].z, acc[m]);
+            acc[m] = __dp4a(av.w, bv[u].w, acc[m]);
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < MB; ++m) {
+    const int32_t v = warp_sum_i(acc[m]);
+    if (lane == m && m < M) out[m * N + n] = v;
+  }
+}
+
+constexpr int kTile = 64;    // rows of A and of B per CUDA block
+constexpr int kTileK = 32;   // K bytes per shared-memory slice
+constexpr int kTileW = kTileK / 4;
+
+// One int8x4 word of row `row` at byte k (zero beyond the matrix); `words`: K % 4 == 0 and p 4-byte aligned.
+__device__ __forceinline__ int32_t load_word(const int8_t* __restrict__ p, int64_t row, int64_t rows, int64_t K, int64_t k, bool words) {
+  if (row >= rows || k >= K) return 0;
+  const int8_t* q = p + row * K + k;
+  if (words) return *reinterpret_cast<const int32_t*>(q);
+  uint32_t w = 0;
+  for (int t = 0; t < 4; ++t)
+    if (k + t < K) w |= static_cast<uint32_t>(static_cast<uint8_t>(q[t])) << (8 * t);
+  return static_cast<int32_t>(w);
+}
+
+// out tile (64, 64) = A rows [i0, i0+64) . B rows [j0, j0+64); 256 threads, 4x4 outputs each.
+__global__ void __launch_bounds__(256) int8_gemm_kernel(int32_t* __restrict__ out, const int8_t* __restrict__ a,
+                                                        const int8_t* __restrict__ b, int64_t M, int64_t N, int64_t K, bool a_words,
+                                                        bool b_words) {
+  __shared__ int32_t As[kTile][kTileW + 1];  // +1: conflict-free column reads
+  __shared__ int32_t Bs[kTile][kTileW + 1];
+  const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+  const int64_t tiles_m = (M + kTile - 1) / kTile;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kTile;
+  for (int64_t tm = blockIdx.y; tm < tiles_m; tm += gridDim.y) {  // uniform per block
+    const int64_t i0 = tm * kTile;
+    int32_t acc[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc[i][j] = 0;
+    for (int64_t k0 = 0; k0 < K; k0 += kTileK) {
+      for (int e = threadIdx.x; e < kTile * kTileW; e += blockDim.x) {
+        const int r = e / kTileW, wi = e % kTileW;
+        As[r][wi] = load_word(a, i0 + r, M, K, k0 + wi * 4, a_words);
+        Bs[r][wi] = load_word(b, j0 + r, N, K, k0 + wi * 4, b_words);
+      }
+      __syncthreads();
+#pragma unroll
+      for (int wi = 0; wi < kTileW; ++wi) {
+        int32_t av[4], bv[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) av[i] = As[ty + 16 * i][wi];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) bv[j] = Bs[tx + 16 * j][wi];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) acc[i][j] = __dp4a(av[i], bv[j], acc[i][j]);
+      }
+      __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int64_t row = i0 + ty + 16 * i;
+      if (row >= M) continue;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int64_t col = j0 + tx + 16 * j;
+        if (col < N) out[row * N + col] = acc[i][j];
+      }
+    }
+  }
+}
+
+// K == 0: every product is an empty sum.
+__global__ void zero_i32_kernel(int32_t* __restrict__ out, int64_t n) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x) out[i] = 0;
+}
+
+// ---- int8_mm_dequant (spec §12.4) ------------------------------------------------------------------------------------
+
+template <typename T>
+__global__ void mm_dequant_kernel(T* __restrict__ out, const int32_t* __restrict__ C, const float* __restrict__ row_stats,
+                                  const float* __restrict__ col_stats, const T* __restrict__ bias, int64_t M, int64_t N) {
+  constexpr bool kFused = std::is_same<T, __half>::value;  // only an fp16 bias is fused into the fmaf
+  for (int64_t r = blockIdx.y; r < M; r += gridDim.y) {
+    const float rs = row_stats[r];
+    for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < N; c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      const int64_t i = r * N + c;
+      const float prod = __fmul_rn(__int2float_rn(C[i]), rs);  // (C * row) * col, left to right
+      const float p = __fmul_rn(prod, col_stats[c]);
+      const float b = (kFused && bias != nullptr) ? to_f(bias[c]) : 0.0f;
+      __half h = __float2half_rn(__fmaf_rn(p, cpu::kMmDequantScale, b));
+      if (!kFused && bias != nullptr) h = __float2half_rn(__fadd_rn(__half2float(h), to_f(bias[c])));  // out.add_(bias)
+      out[i] = from_f<T>(__half2float(h));
+    }
+  }
+}
+
+// ---- outlier product ---------------------------------------------------------------------------------------------------
+
+template <typename T>
+__global__ void outlier_kernel(T* __restrict__ out, const T* __restrict__ x, const int8_t* __restrict__ CB, const float* __restrict__ SCB,
+                               const int32_t* __restrict__ cols, int64_t n_cols, int64_t M, int64_t N, int64_t K) {
+  constexpr float kInv127 = 7.874015718698502e-3f;  // fp32 0x3c010204, upstream's (CB * SCB) * (1/127)
+  for (int64_t m = blockIdx.y; m < M; m += gridDim.y) {
+    for (int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; n < N; n += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      const float sc = SCB[n];
+      float s = 0.0f;
+      for (int64_t j = 0; j < n_cols; ++j) {
+        const int64_t c = __ldg(cols + j);
+        const float wv = __fmul_rn(__fmul_rn(static_cast<float>(CB[n * K + c]), sc), kInv127);
+        s = fmaf(to_f(x[m * K + c]), wv, s);
+      }
+      const int64_t i = m * N + n;
+      out[i] = from_f<T>(__fadd_rn(to_f(out[i]), s));
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<int32_t> int8_vectorwise_quant(int device, int8_t* CB, float* SCB, const void* x, DType dtype, int64_t rows, int64_t cols,
+                                           double threshold) {
+  std::vector<int32_t> outlier_cols;
+  if (rows <= 0 || cols <= 0) return outlier_cols;
+  cudaStream_t s = stream(device);
+  const bool split = threshold > 0.0;
+  Scratch flags(device, split ? cols : 0);
+  if (split) check_cuda(cudaMemsetAsync(flags.as<uint8_t>(), 0, static_cast<size_t>(cols), s), "int8VectorwiseQuant");
+  const unsigned grid = static_cast<unsigned>(rows < 65535 * 4 ? rows : 65535 * 4);
+  const float thr = float_threshold(threshold);
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    rowquant_kernel<T><<<grid, 256, 0, s>>>(CB, SCB, static_cast<const T*>(x), rows, cols, split, thr, flags.as<uint8_t>());
+  });
+  check_launch("int8VectorwiseQuant");
+  if (!split) return outlier_cols;
+  std::vector<uint8_t> host(static_cast<size_t>(cols));
+  copy_device_to_host(device, host.data(), flags.as<uint8_t>(), cols);  // waits for the kernel
+  for (int64_t c = 0; c < cols; ++c)
+    if (host[static_cast<size_t>(c)] != 0) outlier_cols.push_back(static_cast<int32_t>(c));
+  if (rows > 1 && !outlier_cols.empty()) {
+    const int64_t n_list = static_cast<int64_t>(outlier_cols.size());
+    Scratch list(device, n_list * 4);
+    copy_host_to_device(device, list.as<int32_t>(), outlier_cols.data(), n_list * 4);
+    zero_columns_kernel<<<rows_grid(rows, n_list, 128), 128, 0, s>>>(CB, list.as<int32_t>(), n_list, rows, cols);
+    check_launch("int8VectorwiseQuant");
+  }
+  return outlier_cols;
+}
+
+void int8_matmul(int device, int32_t* out, const int8_t* a, const int8_t* b, int64_t M, int64_t N, int64_t K) {
+  if (M <= 0 || N <= 0) return;
+  cudaStream_t s = stream(device);
+  if (K <= 0) {
+    zero_i32_kernel<<<grid_for(M * N, 256), 256, 0, s>>>(out, M * N);
+    check_launch("int8Matmul");
+    return;
+  }
+  if (M <= kGemvMaxM && K % 16 == 0 && aligned(a, 16) && aligned(b, 16)) {
+    const int64_t gx = (N + kGemvWarps - 1) / kGemvWarps;
+    if (gx > INT32_MAX) throw_shape_error("int8Matmul on cuda supports N up to " + std::to_string(int64_t{INT32_MAX} * kGemvWarps));
+    const unsigned grid = static_cast<unsigned>(gx);
+    const int threads = kGemvWarps * 32;
+    if (M == 1) int8_gemv_kernel<1><<<grid, threads, 0, s>>>(out, a, b, M, N, K);
+    else if (M == 2) int8_gemv_kernel<2><<<grid, threads, 0, s>>>(out, a, b, M, N, K);
+    else if (M <= 4) int8_gemv_kernel<4><<<grid, threads, 0, s>>>(out, a, b, M, N, K);
+    else int8_gemv_kernel<8><<<grid, threads, 0, s>>>(out, a, b, M, N, K);
+    check_launch("int8Matmul");
+    return;
+  }
+  const int64_t tiles_n = (N + kTile - 1) / kTile, tiles_m = (M + kTile - 1) / kTile;
+  if (tiles_n > INT32_MAX) throw_shape_error("int8Matmul on cuda supports N up to " + std::to_string(int64_t{INT32_MAX} * kTile));
+  const dim3 grid(static_cast<unsigned>(tiles_n), static_cast<unsigned>(tiles_m < 65535 ? tiles_m : 65535));
+  const bool a_words = K % 4 == 0 && aligned(a, 4), b_words = K % 4 == 0 && aligned(b, 4);
+  int8_gemm_kernel<<<grid, 256, 0, s>>>(out, a, b, M, N, K, a_words, b_words);
+  check_launch("int8Matmul");
+}
+
+void int8_mm_dequant(int device, void* out, DType out_dtype, const int32_t* C, const float* row_stats, const float* col_stats,
+                     const void* bias, int64_t M, int64_t N) {
+  if (M <= 0 || N <= 0) return;
+  cudaStream_t s = stream(device);
+  dispatch_float(out_dtype, [&](auto tag) {
+    using T = decltype(tag);
+    mm_dequant_kernel<T><<<rows_grid(M, N, 256), 256, 0, s>>>(static_cast<T*>(out), C, row_stats, col_stats,
+                                                             static_cast<const T*>(bias), M, N);
+  });
+  check_launch("int8MmDequant");
+}
+
+void int8_outlier_matmul_add(int device, void* out, const void* x, DType dtype, const int8_t* CB, const float* SCB,
+                             const int32_t* cols, int64_t n_cols, int64_t M, int64_t N, int64_t K) {
+  if (M <= 0 || N <= 0 || n_cols <= 0) return;
+  cudaStream_t s = stream(device);
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    outlier_kernel<T><<<rows_grid(M, N, 128), 128, 0, s>>>(static_cast<T*>(out), static_cast<const T*>(x), CB, SCB, cols, n_cols, M, N, K);
+  });
+  check_launch("int8OutlierMatmulAdd");
+}
+
+}  // namespace lowbit::cuda::quant
