@@ -28,3 +28,42 @@ export * from "./generation-config.js";
 export * from "./quantization-config.js";
 export { PyFloat, pyJsonDumps, type PyJsonValue } from "./pyjson.js";
 export * from "./tokenizer.js";
+export * from "./generation/index.js";
+export * from "./perplexity.js";
+
+// Models: loading (quantized or not), the forward pass with a KV cache, saving, memory footprint.
+export * from "./model-errors.js";
+export {
+  DecoderKVCache,
+  PreTrainedCausalLM,
+  PretrainedEmbedding,
+  PretrainedLinear,
+  PretrainedRMSNorm,
+  memoryFootprint,
+  type ArchitectureSpec,
+  type CacheLayout,
+  type CausalLMInput,
+  type CausalLMOutput,
+  type IdMatrix,
+  type LinearLike,
+  type LoadedModelInfo,
+  type MemoryFootprintOptions,
+  type ModuleSpec,
+  type WeightSource,
+} from "./modeling-utils.js";
+export {
+  LlamaAttention,
+  LlamaDecoderLayer,
+  LlamaForCausalLM,
+  LlamaMLP,
+  LlamaModel,
+  LlamaRotaryEmbedding,
+  layerWindows,
+  llamaArchitecture,
+} from "./models/llama/modeling.js";
+export { MistralForCausalLM, mistralArchitecture } from "./models/mistral/modeling.js";
+export { Qwen2ForCausalLM, qwen2Architecture } from "./models/qwen2/modeling.js";
+export { AUTO_GPU_HEADROOM, planAutoDeviceMap, resolveDeviceMap, type AutoDeviceMapPlanner, type DeviceMapOption, type DevicePlanContext, type PlacementUnit } from "./device-map.js";
+export { defaultSkipModules, isSkippedModule, loadCausalLM, type ArchitectureDefinition, type FromPretrainedOptions, type LoadProgress } from "./loader.js";
+export { AutoModelForCausalLM, CAUSAL_LM_ARCHITECTURES } from "./auto.js";
+export { DEFAULT_MAX_SHARD_SIZE, configJson, generationConfigJson, parseShardSize, safetensorsLayout, savePretrained, type SavePretrainedOptions } from "./save.js";
