@@ -3,7 +3,7 @@
 
 import type { PretrainedConfig, ModelType } from "./config.js";
 import { ConfigError } from "./errors.js";
-import { loadCausalLM, type ArchitectureDefinition, type FromPretrainedOptions } from "./loader.js";
+import { buildCausalLMFromConfig, loadCausalLM, type ArchitectureDefinition, type FromConfigOptions, type FromPretrainedOptions } from "./loader.js";
 import type { PreTrainedCausalLM } from "./modeling-utils.js";
 import type { LlamaConfig } from "./models/llama/config.js";
 import { LlamaForCausalLM, llamaArchitecture } from "./models/llama/modeling.js";
@@ -52,5 +52,16 @@ export const AutoModelForCausalLM = {
    */
   async fromPretrained(dir: string, options: FromPretrainedOptions = {}): Promise<PreTrainedCausalLM> {
     return loadCausalLM(dir, options, architectureFor);
+  },
+
+  /**
+   * Builds the model a config describes with seeded random weights and no files (transformers' from_config +
+   * _init_weights), optionally quantized as fromPretrained would quantize it; see FromConfigOptions in src/loader.ts.
+   * @example
+   * const model = AutoModelForCausalLM.fromConfig({ model_type: "mistral", num_hidden_layers: 2 }, { seed: 1, dtype: "bfloat16" });
+   * @throws ConfigError / ArgumentError / DeviceMapError
+   */
+  fromConfig(config: PretrainedConfig | Readonly<Record<string, unknown>>, options: FromConfigOptions = {}): PreTrainedCausalLM {
+    return buildCausalLMFromConfig(config, options, architectureFor);
   },
 } as const;

@@ -63,7 +63,31 @@ export {
 } from "./models/llama/modeling.js";
 export { MistralForCausalLM, mistralArchitecture } from "./models/mistral/modeling.js";
 export { Qwen2ForCausalLM, qwen2Architecture } from "./models/qwen2/modeling.js";
-export { AUTO_GPU_HEADROOM, planAutoDeviceMap, resolveDeviceMap, type AutoDeviceMapPlanner, type DeviceMapOption, type DevicePlanContext, type PlacementUnit } from "./device-map.js";
-export { defaultSkipModules, isSkippedModule, loadCausalLM, type ArchitectureDefinition, type FromPretrainedOptions, type LoadProgress } from "./loader.js";
+export {
+  DEVICE_MAP_STRATEGIES,
+  describeModel,
+  noSplitModules,
+  planAutoDeviceMap,
+  resolveDeviceMap,
+  type AutoDeviceMapPlanner,
+  type DescribeModelOptions,
+  type DeviceMapOption,
+  type DeviceMapPlanOptions,
+  type DeviceMapStrategy,
+  type DevicePlanContext,
+  type PlacementUnit,
+  type ResolveDeviceMapOptions,
+} from "./device-map.js";
+export {
+  RANDOM_POOL_SIZE,
+  buildCausalLMFromConfig,
+  defaultSkipModules,
+  isSkippedModule,
+  loadCausalLM,
+  type ArchitectureDefinition,
+  type FromConfigOptions,
+  type FromPretrainedOptions,
+  type LoadProgress,
+} from "./loader.js";
 export { AutoModelForCausalLM, CAUSAL_LM_ARCHITECTURES } from "./auto.js";
 export { DEFAULT_MAX_SHARD_SIZE, configJson, generationConfigJson, parseShardSize, safetensorsLayout, savePretrained, type SavePretrainedOptions } from "./save.js";

@@ -5,7 +5,9 @@
 // and — when a BitsAndBytesConfig asks for it — quantized at once (Linear4bit through the quantize4bit kernel,
 // Linear8bitLt through int8 vectorwise quantization of W.to(float16)), so peak host memory stays near the largest
 // tensor plus the finished model. Pre-quantized bitsandbytes checkpoints (config.json `quantization_config`) load
-// their packed weights and quantization states as they are.
+// their packed weights and quantization states as they are. Units are placed by deviceMap through @lowbit/accelerate
+// (src/device-map.ts). AutoModelForCausalLM.fromConfig builds the same models from a config with seeded random weights
+// (buildCausalLMFromConfig, at the end of this file).
 //
 // Errors: broken files are SafetensorsError (truncated, bad header, overlapping offsets, missing shard, a weight_map
 // escaping the folder), a bad config.json is ConfigError (unknown model_type or quant_method), a checkpoint that does
@@ -24,10 +26,19 @@ import {
   type StateTensor,
 } from "@lowbit/dtypes";
 import { getBinding, type NativeStorage } from "@lowbit/kernels";
-import { Linear4bit, Linear8bitLt, Tensor, type Device } from "@lowbit/tensor";
-import type { ModelDType } from "./config-base.js";
-import { CONFIG_NAME, loadConfig, type PretrainedConfig } from "./config.js";
-import { resolveDeviceMap, type AutoDeviceMapPlanner, type DeviceMapOption, type PlacementUnit } from "./device-map.js";
+import type { MaxMemoryInput, QuantSpec } from "@lowbit/accelerate";
+import { Generator, Linear4bit, Linear8bitLt, Tensor, fromTypedArray, ones, randn, zeros, type Device } from "@lowbit/tensor";
+import { isJsonObject, type ModelDType } from "./config-base.js";
+import { CONFIG_NAME, loadConfig, parseConfig, type PretrainedConfig } from "./config.js";
+import {
+  describeModel,
+  noSplitModules,
+  resolveDeviceMap,
+  type AutoDeviceMapPlanner,
+  type DeviceMapOption,
+  type DeviceMapPlanOptions,
+  type PlacementUnit,
+} from "./device-map.js";
 import { ConfigError, SafetensorsError } from "./errors.js";
 import { GENERATION_CONFIG_NAME, GenerationConfig } from "./generation-config.js";
 import { ModelLoadError } from "./model-errors.js";
@@ -63,10 +74,17 @@ export interface LoadProgress {
 export interface FromPretrainedOptions {
   /** Quantize while loading (ignored for a pre-quantized checkpoint, whose own quantization_config wins). */
   quantizationConfig?: BitsAndBytesConfig | null;
-  /** Where the units go (default "cpu"); see device-map.ts. */
+  /**
+   * Where the units go (default "cpu"): "auto" / "balanced" / "balanced_low_0" / "sequential" (planned by
+   * @lowbit/accelerate), "cpu", "cuda:N", N, or a Record of module → device; see device-map.ts.
+   */
   deviceMap?: DeviceMapOption;
-  /** Plans deviceMap "auto" (the seam for @lowbit/accelerate); default: everything on cuda:0 if it fits, else cpu. */
+  /** Plans the deviceMap strategies instead of @lowbit/accelerate. */
   deviceMapPlanner?: AutoDeviceMapPlanner;
+  /** transformers' max_memory for the strategies: { 0: "20GiB", cpu: "60GB" }; default: what each device has free. */
+  maxMemory?: MaxMemoryInput | null;
+  /** Planning knobs: an injected device inventory, how quantized weights are counted. */
+  deviceMapOptions?: DeviceMapPlanOptions;
   /** Dtype of the unquantized weights and activations; "auto" / omitted: config.json's dtype, else the checkpoint's. */
   dtype?: ModelDType | "auto";
   /** `model.<variant>.safetensors` (transformers' variant). */
@@ -77,7 +95,7 @@ export interface FromPretrainedOptions {
   onWarning?: (message: string) => void;
 }
 
-const OPTION_KEYS = ["quantizationConfig", "deviceMap", "deviceMapPlanner", "dtype", "variant", "onProgress", "onWarning"];
+const OPTION_KEYS = ["quantizationConfig", "deviceMap", "deviceMapPlanner", "maxMemory", "deviceMapOptions", "dtype", "variant", "onProgress", "onWarning"];
 const MODEL_DTYPES: readonly ModelDType[] = ["float32", "float16", "bfloat16"];
 const FLOAT_DTYPES: readonly DType[] = ["float32", "float16", "bfloat16"];
 
@@ -254,6 +272,76 @@ function moduleBytes(m: ModuleSpec, mode: LinearMode | null, dtype: ModelDType):
   }
 }
 
+/** The bitsandbytes storage of a linear layer for device planning, or null for a float (or tied) weight. */
+function quantSpecOf(mode: LinearMode | undefined, q: BitsAndBytesConfig | null): QuantSpec | null {
+  if (q === null) return null;
+  if (mode === "quantize4bit" || mode === "prequantized4bit") return { type: q.bnb4bitQuantType, blocksize: 64, doubleQuant: q.bnb4bitUseDoubleQuant };
+  if (mode === "quantize8bit" || mode === "prequantized8bit") return { type: "int8" };
+  return null;
+}
+
+/** What placement reads from fromPretrained / fromConfig options. */
+type PlacementOptions = Pick<FromPretrainedOptions, "deviceMap" | "deviceMapPlanner" | "maxMemory" | "deviceMapOptions">;
+
+const PLAN_OPTION_KEYS = ["inventory", "quantizedSizes"];
+
+/**
+ * Places the units (spec B-part, `_get_device_map`): describes the model to accelerate (parameters in `dtype`, the
+ * weights `modes` quantizes marked with their bitsandbytes spec, `_no_split_modules`), resolves `deviceMap`, then
+ * applies llm_int8_enable_fp32_cpu_offload: with a mixed map, linear layers placed on the CPU stay unquantized (B3).
+ * Mutates `modes` for that last rule.
+ */
+function placeUnits(
+  config: PretrainedConfig,
+  spec: ArchitectureSpec,
+  modes: Map<string, LinearMode>,
+  dtype: ModelDType,
+  q: BitsAndBytesConfig | null,
+  quantizesOnLoad: boolean,
+  options: PlacementOptions,
+  warn: (m: string) => void,
+): Record<string, Device> {
+  const plan = options.deviceMapOptions ?? {};
+  if (typeof plan !== "object" || plan === null) throw new ArgumentError(`Expected an object { inventory?, quantizedSizes? } for deviceMapOptions but received ${describe(plan)}`);
+  for (const k of Object.keys(plan)) {
+    if (!PLAN_OPTION_KEYS.includes(k)) throw new ArgumentError(`Expected a deviceMapOptions key (${PLAN_OPTION_KEYS.join(", ")}) but received the name ${JSON.stringify(k)}`);
+  }
+  const units: PlacementUnit[] = spec.units.map((name) => {
+    const mods = spec.modules.filter((m) => m.unit === name);
+    const tied = mods.find((m) => m.kind === "linear" && m.tiedTo !== null);
+    return {
+      name,
+      bytes: mods.reduce((s, m) => s + moduleBytes(m, modes.get(m.name) ?? null, dtype), 0),
+      tiedTo: tied !== undefined && tied.kind === "linear" ? tied.tiedTo : null,
+    };
+  });
+  const model = describeModel(config, spec, { dtype, quant: (name) => quantSpecOf(modes.get(name), q) });
+  const deviceMap = resolveDeviceMap(options.deviceMap, units, {
+    ...(options.deviceMapPlanner === undefined ? {} : { planner: options.deviceMapPlanner }),
+    ...(options.maxMemory === undefined || options.maxMemory === null ? {} : { maxMemory: options.maxMemory }),
+    ...(plan.inventory === undefined ? {} : { inventory: plan.inventory }),
+    ...(plan.quantizedSizes === undefined ? {} : { quantizedSizes: plan.quantizedSizes }),
+    model,
+    noSplitModuleClasses: noSplitModules(spec),
+    dtype,
+    quantized: q !== null,
+    logger: { warn },
+  });
+  if (q !== null && quantizesOnLoad && q.llmInt8EnableFp32CpuOffload && Object.values(deviceMap).some((d) => d !== "cpu")) {
+    for (const m of spec.modules) if (m.kind === "linear" && deviceMap[m.unit] === "cpu" && modes.get(m.name)?.startsWith("quantize")) modes.set(m.name, "float");
+  }
+  return deviceMap;
+}
+
+/** Quantizes a float linear weight (out, in) as bitsandbytes does on load; `w` and `bias` stay the caller's to free. */
+function quantizeLinear(mode: "quantize4bit" | "quantize8bit", w: Tensor, bias: Tensor | null, q: BitsAndBytesConfig): Linear4bit | Linear8bitLt {
+  if (mode === "quantize4bit") {
+    return frozenBias(Linear4bit.fromFloat(w, { quantType: q.bnb4bitQuantType, blocksize: 64, compressStatistics: q.bnb4bitUseDoubleQuant, computeDtype: q.bnb4bitComputeDtype, bias }));
+  }
+  // Linear8bitLt.fromFloat quantizes int8_vectorwise_quant(W.to(float16)).
+  return frozenBias(Linear8bitLt.fromFloat(w, { threshold: q.llmInt8Threshold, bias }));
+}
+
 /** Opens checkpoint files as read-only mappings, each once, and closes them all at the end. */
 class Mappings {
   readonly #maps = new Map<string, NativeStorage>();
@@ -374,20 +462,7 @@ export function loadCausalLM(dir: string, options: FromPretrainedOptions, arch: 
     dtype = config.dtype ?? ((firstFloat?.info.dtype as ModelDType | undefined) ?? "float32");
   } else if (MODEL_DTYPES.includes(requested)) dtype = requested;
   else throw new ArgumentError(`Expected "float32", "float16", "bfloat16" or "auto" for dtype but received ${describe(requested)}`);
-  const units: PlacementUnit[] = spec.units.map((name) => {
-    const mods = spec.modules.filter((m) => m.unit === name);
-    const tied = mods.find((m) => m.kind === "linear" && m.tiedTo !== null);
-    return {
-      name,
-      bytes: mods.reduce((s, m) => s + moduleBytes(m, modes.get(m.name) ?? null, dtype), 0),
-      tiedTo: tied !== undefined && tied.kind === "linear" ? tied.tiedTo : null,
-    };
-  });
-  const deviceMap = resolveDeviceMap(options.deviceMap, units, options.deviceMapPlanner === undefined ? {} : { planner: options.deviceMapPlanner });
-  // llm_int8_enable_fp32_cpu_offload: with a mixed map, modules placed on the CPU stay unquantized (spec B3).
-  if (q !== null && !prequantized && q.llmInt8EnableFp32CpuOffload && Object.values(deviceMap).some((d) => d !== "cpu")) {
-    for (const m of spec.modules) if (m.kind === "linear" && deviceMap[m.unit] === "cpu" && modes.get(m.name)?.startsWith("quantize")) modes.set(m.name, "float");
-  }
+  const deviceMap = placeUnits(config, spec, modes, dtype, q, !prequantized, options, warn);
 
   const generationConfigPath = join(dir, GENERATION_CONFIG_NAME);
   const info: LoadedModelInfo = {
@@ -507,24 +582,11 @@ export function loadCausalLM(dir: string, options: FromPretrainedOptions, arch: 
                 throw err;
               }
             }
-            case "quantize4bit": {
+            case "quantize4bit":
+            case "quantize8bit": {
               const w = read(key, dtype, device); // (out, in) in the model dtype, as transformers holds it before bnb quantizes
               try {
-                return track(frozenBias(Linear4bit.fromFloat(w, {
-                  quantType: q!.bnb4bitQuantType,
-                  blocksize: 64,
-                  compressStatistics: q!.bnb4bitUseDoubleQuant,
-                  computeDtype: q!.bnb4bitComputeDtype,
-                  bias,
-                })));
-              } finally {
-                w.dispose();
-              }
-            }
-            case "quantize8bit": {
-              const w = read(key, dtype, device); // Linear8bitLt.fromFloat quantizes int8_vectorwise_quant(W.to(float16))
-              try {
-                return track(frozenBias(Linear8bitLt.fromFloat(w, { threshold: q!.llmInt8Threshold, bias })));
+                return track(quantizeLinear(mode, w, bias, q!));
               } finally {
                 w.dispose();
               }
@@ -586,6 +648,231 @@ export function loadCausalLM(dir: string, options: FromPretrainedOptions, arch: 
     throw err;
   } finally {
     maps.dispose();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- fromConfig
+
+/** Options of AutoModelForCausalLM.fromConfig: a model built from its config with seeded random weights, no files. */
+export interface FromConfigOptions extends PlacementOptions {
+  /** How the weights are made; "random" (the default and only one) is transformers' `_init_weights`. */
+  init?: "random";
+  /** Seed of the initializer (default 0): the same config, seed and options give the same weights on every device. */
+  seed?: number;
+  /** Standard deviation of the normal weights; default the config's initializer_range, else 0.02. */
+  initializerRange?: number;
+  /**
+   * Size of the pool of seeded normal values (default 2^22) that large tensors are tiled from: a tensor of more than
+   * randomPoolSize / 16 elements is filled with windows of the pool, at seeded offsets, copied on the device; smaller
+   * tensors are drawn value by value from the seeded generator. Drawing billions of normals in JavaScript would take
+   * minutes (a 7B model) and dominate any load-time measurement; a tiled weight has the same per-element distribution,
+   * which is what a benchmark needs.
+   */
+  randomPoolSize?: number;
+  /** Dtype of the unquantized weights and activations; default the config's dtype, else float32. */
+  dtype?: ModelDType;
+  /** Quantize the random weights as fromPretrained would quantize loaded ones. */
+  quantizationConfig?: BitsAndBytesConfig | null;
+  /** Non-fatal notices; default console.warn. */
+  onWarning?: (message: string) => void;
+}
+
+const FROM_CONFIG_KEYS = ["init", "seed", "initializerRange", "randomPoolSize", "dtype", "quantizationConfig", "deviceMap", "deviceMapPlanner", "maxMemory", "deviceMapOptions", "onWarning"];
+
+/** Default FromConfigOptions.randomPoolSize. */
+export const RANDOM_POOL_SIZE = 1 << 22;
+
+/** Seeded normal weights for fromConfig (see FromConfigOptions.randomPoolSize). */
+class RandomWeights {
+  readonly #gen: Generator;
+  readonly #poolSeed: number;
+  readonly #std: number;
+  readonly #poolSize: number;
+  /** `${device}|${dtype}` → (poolSize,) normal values, made on first use. */
+  readonly #pools = new Map<string, Tensor>();
+
+  constructor(seed: number, std: number, poolSize: number) {
+    this.#gen = new Generator(seed);
+    this.#poolSeed = this.#gen.nextUint32(); // the pool does not depend on when it is first needed
+    this.#std = std;
+    this.#poolSize = poolSize;
+  }
+
+  #pool(dtype: ModelDType, device: Device): Tensor {
+    const key = `${device}|${dtype}`;
+    let pool = this.#pools.get(key);
+    if (pool === undefined) {
+      const values = new Float32Array(this.#poolSize);
+      new Generator(this.#poolSeed).fillNormal(values, 0, this.#std);
+      pool = fromTypedArray(values, [this.#poolSize], { dtype, device });
+      this.#pools.set(key, pool);
+    }
+    return pool;
+  }
+
+  /** N(0, std) values of `shape` in `dtype` on `device`. */
+  normal(shape: number[], dtype: ModelDType, device: Device): Tensor {
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (n <= this.#poolSize / 16) return randn(shape, { dtype, device, generator: this.#gen, std: this.#std });
+    const pool = this.#pool(dtype, device);
+    const elem = DTYPES[dtype].bytes;
+    const binding = getBinding();
+    const storage = binding.allocate(device, n * elem);
+    try {
+      for (let done = 0; done < n; ) {
+        const start = Math.floor(this.#gen.nextDouble() * this.#poolSize);
+        const len = Math.min(n - done, this.#poolSize - start);
+        binding.copyBytes(storage, done * elem, pool.storage, pool.byteOffset + start * elem, len * elem);
+        done += len;
+      }
+    } catch (err) {
+      storage.dispose();
+      throw err;
+    }
+    return Tensor.fromStorage(storage, 0, shape, dtype);
+  }
+
+  dispose(): void {
+    for (const t of this.#pools.values()) t.dispose();
+    this.#pools.clear();
+  }
+}
+
+/**
+ * Builds a causal LM from a config alone (transformers' `from_config` followed by `_init_weights`): linear and
+ * embedding weights N(0, initializer_range) (the embedding's pad_token_id row zero), biases zero, RMSNorm weights one,
+ * lm_head tied to embed_tokens when the config says so. Weights are made on their unit's device in `dtype` and, with a
+ * BitsAndBytesConfig, quantized at once exactly as fromPretrained quantizes loaded weights (same skip list, same
+ * Linear4bit / Linear8bitLt construction), so a model saved with savePretrained and loaded back quantized is the same.
+ * `config` is a parsed config or a config.json object. A config's own quantization_config block is not applied.
+ * @throws ArgumentError for a bad option, ConfigError for a bad config, DeviceMapError for a bad device map
+ */
+export function buildCausalLMFromConfig(
+  config: PretrainedConfig | Readonly<Record<string, unknown>>,
+  options: FromConfigOptions,
+  arch: (config: PretrainedConfig) => ArchitectureDefinition,
+): PreTrainedCausalLM {
+  if (typeof options !== "object" || options === null) throw new ArgumentError(`Expected an options object for fromConfig's options but received ${describe(options)}`);
+  for (const k of Object.keys(options)) {
+    if (!FROM_CONFIG_KEYS.includes(k)) throw new ArgumentError(`Expected a fromConfig option (${FROM_CONFIG_KEYS.join(", ")}) but received the name ${JSON.stringify(k)}`);
+  }
+  for (const k of ["onWarning", "deviceMapPlanner"] as const) {
+    const f = options[k];
+    if (f !== undefined && typeof f !== "function") throw new ArgumentError(`Expected a function for fromConfig's ${k} but received ${describe(f)}`);
+  }
+  const parsed: PretrainedConfig =
+    isJsonObject(config) && typeof config["modelType"] === "string" && isJsonObject(config["raw"]) ? (config as unknown as PretrainedConfig) : parseConfig(config, "fromConfig's config");
+  const warn = options.onWarning ?? ((m: string) => console.warn(m));
+  if ((options.init ?? "random") !== "random") throw new ArgumentError(`Expected "random" for fromConfig's init but received ${describe(options.init)}`);
+  const seed = options.seed ?? 0;
+  if (typeof seed !== "number" || !Number.isSafeInteger(seed)) throw new ArgumentError(`Expected a safe integer for fromConfig's seed but received ${describe(seed)}`);
+  const rawRange = parsed.raw["initializer_range"];
+  const std = options.initializerRange ?? (typeof rawRange === "number" ? rawRange : 0.02);
+  if (typeof std !== "number" || !Number.isFinite(std) || std < 0) throw new ArgumentError(`Expected a finite non-negative number for fromConfig's initializerRange but received ${describe(std)}`);
+  const poolSize = options.randomPoolSize ?? RANDOM_POOL_SIZE;
+  if (typeof poolSize !== "number" || !Number.isSafeInteger(poolSize) || poolSize < 1 || poolSize > 2 ** 30) {
+    throw new ArgumentError(`Expected an integer in [1, 2^30] for fromConfig's randomPoolSize but received ${describe(poolSize)}`);
+  }
+  const dtype = options.dtype ?? parsed.dtype ?? "float32";
+  if (!MODEL_DTYPES.includes(dtype)) throw new ArgumentError(`Expected "float32", "float16" or "bfloat16" for fromConfig's dtype but received ${describe(dtype)}`);
+  const requested = options.quantizationConfig;
+  if (requested !== undefined && requested !== null && !(requested instanceof BitsAndBytesConfig)) {
+    throw new ArgumentError(`Expected a BitsAndBytesConfig or null for fromConfig's quantizationConfig but received ${describe(requested)}`);
+  }
+  const q = requested !== undefined && requested !== null && requested.isQuantizable() ? requested : null;
+  if (q?.loadIn8bit && q.llmInt8HasFp16Weight) {
+    throw new ArgumentError("BitsAndBytesConfig llmInt8HasFp16Weight (16-bit master weights for 8-bit training) is not supported; lowbit's Linear8bitLt keeps int8 weights only");
+  }
+  if (parsed.quantizationConfig !== null) warn(`${parsed.file} has a quantization_config block; fromConfig does not apply it (pass quantizationConfig)`);
+
+  const definition = arch(parsed);
+  const spec = definition.spec(parsed);
+  const skip = q !== null ? q.llmInt8SkipModules ?? defaultSkipModules(spec) : [];
+  const modes = new Map<string, LinearMode>();
+  for (const m of spec.modules) {
+    if (m.kind !== "linear") continue;
+    modes.set(m.name, m.tiedTo !== null ? "tied" : q !== null && !isSkippedModule(m.name, skip) ? (q.loadIn4bit ? "quantize4bit" : "quantize8bit") : "float");
+  }
+  const deviceMap = placeUnits(parsed, spec, modes, dtype, q, true, options, warn);
+  const info: LoadedModelInfo = {
+    source: null,
+    dtype,
+    deviceMap,
+    quantizationConfig: q,
+    generationConfig: GenerationConfig.fromModelConfig(parsed.raw, parsed.file),
+    generationConfigText: null,
+    configText: JSON.stringify(parsed.raw),
+  };
+
+  const random = new RandomWeights(seed, std, poolSize);
+  const made: Array<{ dispose(): void }> = [];
+  const track = <T extends { dispose(): void }>(x: T): T => {
+    made.push(x);
+    return x;
+  };
+  const built = new Map<string, PretrainedEmbedding>();
+  const specOf = new Map(spec.modules.map((m) => [m.name, m]));
+  const moduleSpec = (name: string, kind: ModuleSpec["kind"]): ModuleSpec => {
+    const m = specOf.get(name);
+    if (m === undefined || m.kind !== kind) throw new ArgumentError(`${spec.architecture}: the weight table has no ${kind} named ${JSON.stringify(name)}`);
+    return m;
+  };
+  const src: WeightSource = {
+    embedding(name) {
+      const m = moduleSpec(name, "embedding");
+      if (m.kind !== "embedding") throw new ArgumentError(`${name} is not an embedding`);
+      const w = random.normal([m.numEmbeddings, m.embeddingDim], dtype, deviceMap[m.unit]!); // (V, C)
+      const pad = parsed.padTokenId;
+      if (pad !== null && pad < m.numEmbeddings) {
+        // nn.Embedding(padding_idx=pad_token_id): _init_weights zeroes that row.
+        const elem = DTYPES[dtype].bytes;
+        getBinding().fill(w.storage, w.byteOffset + pad * m.embeddingDim * elem, DTYPES[dtype].id, m.embeddingDim, 0);
+      }
+      const e = track(new PretrainedEmbedding(w));
+      built.set(name, e);
+      return e;
+    },
+    norm(name) {
+      const m = moduleSpec(name, "norm");
+      if (m.kind !== "norm") throw new ArgumentError(`${name} is not a norm`);
+      return track(new PretrainedRMSNorm(ones([m.dim], { dtype, device: deviceMap[m.unit]! }), parsed.rmsNormEps));
+    },
+    linear(name): LinearLike {
+      const m = moduleSpec(name, "linear");
+      if (m.kind !== "linear") throw new ArgumentError(`${name} is not a linear layer`);
+      const device = deviceMap[m.unit]!;
+      const mode = modes.get(name)!;
+      if (mode === "tied") {
+        const emb = built.get(m.tiedTo!);
+        if (emb === undefined) throw new ArgumentError(`${name} is tied to ${m.tiedTo}, which must be built first`);
+        return track(new PretrainedLinear(emb.weight.device === device ? emb.weight : emb.weight.to(device), null));
+      }
+      const w = random.normal([m.outFeatures, m.inFeatures], dtype, device); // (out, in)
+      const bias = m.bias ? zeros([m.outFeatures], { dtype, device }) : null; // (out,)
+      if (mode === "float") {
+        try {
+          return track(new PretrainedLinear(w, bias));
+        } catch (err) {
+          w.dispose();
+          bias?.dispose();
+          throw err;
+        }
+      }
+      try {
+        return track(quantizeLinear(mode === "quantize4bit" ? "quantize4bit" : "quantize8bit", w, bias, q!));
+      } finally {
+        w.dispose();
+        bias?.dispose();
+      }
+    },
+  };
+  try {
+    return definition.build(parsed, spec, info, src);
+  } catch (err) {
+    for (const x of made) x.dispose();
+    throw err;
+  } finally {
+    random.dispose();
   }
 }
 
