@@ -4,6 +4,7 @@
 import { DYNAMIC_MAP_SIGNED } from "./codebooks.js";
 import { ArgumentError, expected } from "./errors.js";
 import { fromFloat32 } from "./float.js";
+import { cudaReciprocal } from "./reciprocal.js";
 import { checkFloatDType, checkLength, checkOneOf, floatInput, type FloatArray, type FloatDType } from "./validate.js";
 
 /** Blocksizes bitsandbytes' CUDA quantize_blockwise accepts. */
@@ -84,7 +85,7 @@ export function quantizeBlockwiseF32(x: Float32Array, blocksize: number, code: F
   const absmax = blockAbsmax(x, blocksize);
   const codes = new Uint8Array(x.length);
   for (let b = 0; b < absmax.length; b++) {
-    const r = Math.fround(1 / absmax[b]!); // one reciprocal per block, then x * r (CUDA form)
+    const r = cudaReciprocal(absmax[b]!); // one reciprocal per block, then x * r (CUDA form)
     const end = Math.min(x.length, (b + 1) * blocksize);
     for (let i = b * blocksize; i < end; i++) codes[i] = nearestCode8(Math.fround(x[i]! * r), code);
   }

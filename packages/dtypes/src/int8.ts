@@ -2,6 +2,7 @@
 // spec-bitsandbytes.md §12): per-row absmax scaling to int8, with outlier columns above a threshold.
 
 import { ArgumentError, ShapeError, expected } from "./errors.js";
+import { cudaReciprocal } from "./reciprocal.js";
 import { checkInteger, floatInput, type FloatArray, type FloatDType } from "./validate.js";
 
 export interface Int8VectorwiseOptions {
@@ -31,7 +32,8 @@ function roundHalfEven(x: number): number {
 
 /**
  * bitsandbytes `int8_vectorwise_quant` over a row-major (rows, cols) matrix:
- * q = round_half_even(fp32(a * fp32(127 / absmax_row))). An all-zero row gives codes 0 and SCB 0.
+ * q = round_half_even(fp32(a * scale)) with scale = __fdividef(127, absmax_row) = fp32(127 * rcp(absmax))
+ * (cudaReciprocal). An all-zero row gives codes 0 and SCB 0.
  */
 export function int8VectorwiseQuant(matrix: FloatArray, rows: number, cols: number, options: Int8VectorwiseOptions = {}): Int8Vectorwise {
   checkInteger(rows, "rows", 0);
@@ -56,7 +58,7 @@ export function int8VectorwiseQuant(matrix: FloatArray, rows: number, cols: numb
       if (v > am) am = v;
     }
     SCB[r] = am;
-    const scale = Math.fround(127 / am); // inf for an all-zero row: 0 * inf = NaN → 0
+    const scale = Math.fround(127 * cudaReciprocal(am)); // inf for an all-zero row: 0 * inf = NaN → 0
     for (let c = 0; c < cols; c++) {
       const v = a[row + c]!;
       if (useThreshold && Math.abs(v) >= threshold) continue; // outlier element → 0

@@ -13,6 +13,7 @@ import {
   NF4_THRESHOLDS,
 } from "./codebooks.js";
 import { ArgumentError, expected } from "./errors.js";
+import { cudaReciprocal } from "./reciprocal.js";
 import { fromFloat32 } from "./float.js";
 import { QuantState, type QuantType } from "./quant-state.js";
 import { checkFloatDType, checkLength, checkOneOf, checkShape, floatInput, type FloatArray, type FloatDType } from "./validate.js";
@@ -86,7 +87,8 @@ export function quantMap(quantType: QuantType): Float32Array {
 
 /**
  * Packs 4-bit codes of float32 values. absmax is computed per block (NaN ignored); each block scales by
- * r = fp32(1 / absmax) and codes fp32(x * r). An all-zero block gives r = +inf and 0 * inf = NaN → code 0.
+ * r = 1 / absmax as the CUDA kernels compute it (cudaReciprocal) and codes fp32(x * r). An all-zero
+ * block gives r = +inf and 0 * inf = NaN → code 0.
  */
 export function quantize4bitF32(x: Float32Array, blocksize: number, quantType: QuantType): { packed: Uint8Array; absmax: Float32Array } {
   const n = x.length;
@@ -95,7 +97,7 @@ export function quantize4bitF32(x: Float32Array, blocksize: number, quantType: Q
   const codeOf = quantType === "nf4" ? nf4Code : fp4Code;
   // blocksize is even, so a byte never straddles two blocks.
   for (let b = 0; b < absmax.length; b++) {
-    const r = Math.fround(1 / absmax[b]!);
+    const r = cudaReciprocal(absmax[b]!);
     const end = Math.min(n, (b + 1) * blocksize);
     for (let i = b * blocksize; i < end; i += 2) {
       const hi = codeOf(Math.fround(x[i]! * r));

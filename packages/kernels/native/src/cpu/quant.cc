@@ -1,9 +1,12 @@
 // CPU implementations of the bitsandbytes quantizers (spec §3–§12): NF4/FP4, nested absmax, 8-bit blockwise, LLM.int8.
-// Bit-exactness: every quantizer computes r = 1.0f / absmax once per block and then s = x * r as separate IEEE
-// float operations (no reciprocal approximation, no fast-math). Nothing here is a multiply feeding an add except the
+// Bit-exactness: every quantizer computes r = 1 / absmax once per block as bitsandbytes' CUDA build does
+// (cuda_reciprocal: its rcp.approx emulated for 16-bit mantissas, IEEE otherwise) and then s = x * r as a
+// separate IEEE float multiply (no fast-math). Nothing here is a multiply feeding an add except the
 // nested-absmax dequant, whose two roundings are kept apart by a volatile store (so FMA contraction cannot merge them),
 // and int8_mm_dequant, which calls fmaf explicitly as CUDA does.
 #include "quant.h"
+
+#include "../cuda_reciprocal.h"
 
 #include <algorithm>
 #include <atomic>
@@ -19,6 +22,13 @@
 #endif
 
 namespace lowbit::cpu {
+namespace {
+constexpr uint8_t kRcpUp[128] = {LOWBIT_RCP_UP_BYTES};
+constexpr uint8_t kRcpDown[128] = {LOWBIT_RCP_DOWN_BYTES};
+// 1 / x with bitsandbytes' CUDA reciprocal (see cuda_reciprocal.h).
+inline float rcp(float x) { return cuda_reciprocal(x, kRcpUp, kRcpDown); }
+}  // namespace
+
 
 // All tables are spelled as fp32 bit patterns (spec §2, §3), the one source of truth.
 #define LB(u) bits_f32(u)
@@ -216,7 +226,7 @@ void quantize4bit(uint8_t* packed, float* absmax, const void* x, DType dtype, in
       load_block(buf, x, dtype, start, len);
       const float am = absmax_of(buf, len);
       absmax[b] = am;
-      const float r = 1.0f / am;  // +inf for an all-zero block: 0 * inf = NaN -> code 0 (spec P2)
+      const float r = rcp(am);  // +inf for an all-zero block: 0 * inf = NaN -> code 0 (spec P2)
 #ifdef LOWBIT_QUANT_X86
       if (avx2) {
         block_codes4_avx2(buf, len, r, t, codes);
@@ -352,7 +362,7 @@ void quantize_blockwise8(uint8_t* codes, float* absmax, const void* x, DType dty
       load_block(buf, x, dtype, start, len);
       const float am = absmax_of(buf, len);
       absmax[b] = am;
-      const float r = 1.0f / am;
+      const float r = rcp(am);
       // Four independent searches per step keep the core busy while each one waits on its loads.
       int64_t i = 0;
       for (; i + 4 <= len; i += 4) {
@@ -407,7 +417,7 @@ std::vector<int32_t> int8_vectorwise_quant(int8_t* CB, float* SCB, const void* x
         am = a > am ? a : am;  // NaN skipped
       }
       SCB[r] = am;
-      const float scale = 127.0f / am;  // exact division; +inf for an all-zero row (then 0 * inf = NaN -> 0)
+      const float scale = 127.0f * rcp(am);  // __fdividef(127, am); +inf for an all-zero row (then 0 * inf = NaN -> 0)
       int8_t* q = CB + base;
       for (int64_t c = 0; c < cols; ++c) {
         const float v = load_f(x, dtype, base + c);
