@@ -7,7 +7,15 @@
 // timings (decode attention Tk = 4096, 32 q heads / 8 kv heads, D = 128, bf16; prefill attention; a few others).
 //
 //   node scripts/cuda-nn-check.mjs [path/to/lowbit_kernels.node] [--no-timing]
-//   (addon default: $LOWBIT_KERNELS_PATH or build/Release; --no-timing, e.g. under compute-sanitizer)
+//   (addon default: $LOWBIT_KERNELS_PATH or build/Release; --no-timing, e.g. under compute-sanitizer;
+//   LOWBIT_NN_CHECK_DEVICE=cpu: a dry run of the script itself on a machine without a GPU)
+//
+// On the device machine (no Node there): build here with `LOWBIT_CUDA_ARCHS=90 LOWBIT_BUILD_DIR=build-nn node
+// scripts/build-native.mjs`, then `run` with carry [".gpu/kernels-core/node.xz", "packages/kernels/build-nn/Release"]:
+//   python3 -c "import lzma,shutil;shutil.copyfileobj(lzma.open('.gpu/kernels-core/node.xz'),open('/tmp/node','wb'))"
+//   chmod +x /tmp/node; cd packages/kernels; A=build-nn/Release/lowbit_kernels.node
+//   /tmp/node scripts/cuda-nn-check.mjs $A
+//   /usr/local/cuda/bin/compute-sanitizer --tool memcheck /tmp/node scripts/cuda-nn-check.mjs $A --no-timing
 //
 // Prints one PASS / FAIL line per case and a summary; exits non-zero when a case failed.
 import { createRequire } from "node:module";

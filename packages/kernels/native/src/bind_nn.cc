@@ -48,7 +48,9 @@ void check_output(const TensorArg& t, int64_t numel, DType dt) {
 Device op_device(std::initializer_list<const TensorArg*> ts, const char* op) {
   Device d = check_same_device(ts);
 #if !LOWBIT_WITH_CUDA
-  if (d.type != DeviceType::CPU) throw_error(ErrorKind::Device, std::string(op) + " on cuda needs a build of @lowbit/kernels with CUDA");
+  if (d.type != DeviceType::CPU) {
+    throw_error(ErrorKind::Device, std::string(op) + " on cuda needs a build of @lowbit/kernels with CUDA");
+  }
 #endif
   return d;
 }

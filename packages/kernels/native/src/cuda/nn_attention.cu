@@ -4,13 +4,15 @@
 // Forward, two kernels:
 // - decode (few query rows per kv head, e.g. Tq = 1): flash-decoding. The valid keys are split into chunks, one
 //   block per (chunk, b, kv head, group of <= 8 query rows); all query heads of a GQA group share the block, so
-//   each K/V row is read once per step. Each block keeps an online softmax per row in 4 warps (lanes split the head
-//   dim), merges them, and writes a partial (max, sum, unnormalised output); a second kernel combines the chunks.
+//   each K/V row is read once per step. The block's 4 warps take 32-key tiles (scores with a key per lane, P V with
+//   lanes over the head dim, one online-softmax update per tile), merge their states, and write a partial (max,
+//   sum, unnormalised output); a second kernel combines the chunks.
 // - prefill: a tiled online-softmax kernel, one block per (64 or 32 query rows, query head, b); K/V tiles of 32
 //   keys staged in shared memory as float32.
 // Backward: delta = rowsum(dO * O); dq per query tile (over its visible keys) and dk / dv per key tile (over every
 // query row of the GQA group), recomputing the probabilities from the forward's log-sum-exp. Every output element
 // has one writer and every sum runs in a fixed order: results do not change from run to run.
+#include <cuda_pipeline.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -106,42 +108,85 @@ __device__ __forceinline__ void load_lane(const T* row, int d0, int64_t D, bool 
 // ---- decode: split keys, then combine ---------------------------------------------------------------------
 
 constexpr int kDecWarps = 4;
-constexpr int kDecRows = 8;  // most query rows per block (RW, the rows a block keeps in registers, is 4 or 8)
+constexpr int kDecRows = 8;   // most query rows per block (RW, the rows a block keeps in registers, is 4 or 8)
+constexpr int kDecTile = 32;  // keys per warp tile
 
-// Block (split, b * Hkv + kv head, row group). Row r of the kv head's G * Tq rows is query head kvh * G + r / Tq at
-// position r % Tq. Lanes own head-dim elements [lane * DPL, lane * DPL + DPL); warp w takes keys j0 + w, j0 + w + 4,
-// ..., U at a time (their loads issued together). With nsplit == 1 the block writes out / lse itself; otherwise it
-// writes the partial state (pm, pl, pacc) of its chunk for the combine kernel.
-template <typename T, int DPL, int U, int RW>
+// 16 bytes of elements (one vector load).
+template <typename T>
+union Pack16 {
+  uint4 u;
+  T e[16 / sizeof(T)];
+};
+
+// s[r] += q[r][d] * kv for the RW rows, q[.][d] read as float4s from shared memory (qd = qs + d * RW).
+template <int RW>
+__device__ __forceinline__ void score_step(float (&s)[RW], const float* qd, float kv) {
+#pragma unroll
+  for (int c = 0; c < RW / 4; ++c) {
+    const float4 qq = reinterpret_cast<const float4*>(qd)[c];
+    s[4 * c] = fmaf(qq.x, kv, s[4 * c]);
+    s[4 * c + 1] = fmaf(qq.y, kv, s[4 * c + 1]);
+    s[4 * c + 2] = fmaf(qq.z, kv, s[4 * c + 2]);
+    s[4 * c + 3] = fmaf(qq.w, kv, s[4 * c + 3]);
+  }
+}
+
+// Dynamic shared memory of the decode kernel: the staging layout (q, then per warp the tile's probabilities and its
+// V rows) or the merge layout (per warp m, l and the output row), whichever is larger.
+inline int64_t decode_smem_bytes(int64_t D, int RW, int DPL, int64_t elem) {
+  const int64_t stage = D * RW * 4 + kDecWarps * kDecTile * RW * 4 + kDecWarps * kDecTile * 32 * DPL * elem;
+  const int64_t merge = static_cast<int64_t>(kDecWarps) * RW * (2 + 32 * DPL) * 4;
+  return stage > merge ? stage : merge;
+}
+
+// Block (split, b * Hkv + kv head, row group): keys [split * chunk, ...) of one kv head for RW query rows (row r of
+// the kv head's G * Tq rows is query head kvh * G + r / Tq at position r % Tq). The 4 warps take tiles of 32 keys in
+// turn. Per tile a warp starts copying its V rows to shared memory (`vec`: asynchronous DPL-element copies),
+// computes the scores with one key per lane (no reductions; `kvec`: K rows read with 16-byte loads), updates each
+// row's online softmax once per tile, and accumulates P V with lanes over the head dim (DPL elements each).
+// Finally the warps' states are merged; with nsplit == 1 the block writes out / lse, otherwise the partial state
+// (max, sum, unnormalised output) of its chunk for the combine kernel.
+template <typename T, int DPL, int RW>
 __global__ void __launch_bounds__(kDecWarps * 32)
     attn_decode_kernel(AttnParams p, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-                       T* __restrict__ out, float* __restrict__ lse, int nsplit, int64_t chunk, bool vec,
+                       T* __restrict__ out, float* __restrict__ lse, int nsplit, int64_t chunk, bool kvec, bool vec,
                        float* __restrict__ pm, float* __restrict__ pl, float* __restrict__ pacc) {
-  __shared__ float s_m[kDecWarps][RW], s_l[kDecWarps][RW];
-  __shared__ float s_acc[kDecWarps][RW][32 * DPL];
+  static_assert(RW % 4 == 0, "rows are read from shared memory as float4");
+  extern __shared__ __align__(16) unsigned char dsm[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int split = blockIdx.x;
-  const int64_t b = blockIdx.y / p.Hkv, kvh = blockIdx.y % p.Hkv;
+  // 32-bit index math: B * Hkv <= 65535 and G * Tq <= 16 (use_decode), so these quotients are small.
+  const int hkv = static_cast<int>(p.Hkv), tq = static_cast<int>(p.Tq);
+  const int64_t b = static_cast<int>(blockIdx.y) / hkv, kvh = static_cast<int>(blockIdx.y) % hkv;
   const int64_t R = p.G * p.Tq, r0 = static_cast<int64_t>(blockIdx.z) * RW;
   const int nr = static_cast<int>(std::min<int64_t>(RW, R - r0));
-  const int64_t D = p.D;
+  const int D = static_cast<int>(p.D);
   const int d0 = lane * DPL;
 
-  float qv[RW][DPL];
+  float* qs = reinterpret_cast<float*>(dsm);        // (D, RW): q of row r at qs[d * RW + r]
+  float* Ps = qs + D * RW + warp * kDecTile * RW;    // (32 keys, RW) this warp's probabilities
+  constexpr int kVld = 32 * DPL;                     // (32 keys, kVld) this warp's V rows (16-byte aligned)
+  T* Vs = reinterpret_cast<T*>(qs + D * RW + kDecWarps * kDecTile * RW) + warp * kDecTile * kVld;
+
   int64_t rend[RW];
   int64_t kmax = 0;
 #pragma unroll
   for (int ri = 0; ri < RW; ++ri) {
-    rend[ri] = 0;
-#pragma unroll
-    for (int e = 0; e < DPL; ++e) qv[ri][e] = 0.0f;
-    if (ri < nr) {
-      const int64_t r = r0 + ri, hq = kvh * p.G + r / p.Tq, t = r % p.Tq;
-      load_lane<T, DPL>(q + ((b * p.Hq + hq) * p.Tq + t) * D, d0, D, vec, qv[ri]);
-      rend[ri] = key_end(p, t);
-      kmax = std::max(kmax, rend[ri]);
-    }
+    rend[ri] = ri < nr ? key_end(p, static_cast<int>(r0 + ri) % tq) : 0;
+    kmax = std::max(kmax, rend[ri]);
   }
+  for (int idx = threadIdx.x; idx < D * RW; idx += blockDim.x) {
+    const int ri = idx % RW, d = idx / RW;
+    float val = 0.0f;
+    if (ri < nr) {
+      const int r = static_cast<int>(r0) + ri;
+      const int64_t hq = kvh * p.G + r / tq, t = r % tq;
+      val = to_f(q[((b * p.Hq + hq) * p.Tq + t) * D + d]);
+    }
+    qs[idx] = val;
+  }
+  __syncthreads();
+
   const int64_t j_begin = static_cast<int64_t>(split) * chunk;
   const int64_t j_end = std::min(j_begin + chunk, kmax);
   const int64_t kv_off = (b * p.Hkv + kvh) * p.S * D;
@@ -155,70 +200,132 @@ __global__ void __launch_bounds__(kDecWarps * 32)
     for (int e = 0; e < DPL; ++e) acc[ri][e] = 0.0f;
   }
 
-  for (int64_t j = j_begin + warp; j < j_end; j += kDecWarps * U) {
-    float kk[U][DPL], vv[U][DPL];
-    bool on[U];
+  for (int64_t t0 = j_begin + static_cast<int64_t>(warp) * kDecTile; t0 < j_end; t0 += kDecWarps * kDecTile) {
+    const int nk = static_cast<int>(std::min<int64_t>(kDecTile, j_end - t0));
+    const T* vsrc = v + kv_off + t0 * D;
+    if (vec && d0 < D) {
+      // Start copying the tile's V rows (the lane's DPL elements of each) to shared memory: they arrive while the
+      // scores are computed.
+      constexpr int kUnit = DPL * sizeof(T) < 16 ? DPL * sizeof(T) : 16;  // bytes per copy (4, 8 or 16)
+      constexpr int kUnitElems = kUnit / sizeof(T);
+      for (int r = 0; r < nk; ++r)
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t jj = j + static_cast<int64_t>(u) * kDecWarps;
-      on[u] = jj < j_end && !padded(p, b, jj);
-      if (on[u]) {
-        load_lane<T, DPL>(k + kv_off + jj * D, d0, D, vec, kk[u]);
-        load_lane<T, DPL>(v + kv_off + jj * D, d0, D, vec, vv[u]);
+        for (int u = 0; u < DPL / kUnitElems; ++u)
+          __pipeline_memcpy_async(Vs + r * kVld + d0 + u * kUnitElems, vsrc + static_cast<int64_t>(r) * D + d0 + u * kUnitElems,
+                                  kUnit);
+    }
+    __pipeline_commit();
+    // Scores: lane j owns key t0 + j and reads its K row itself (16-byte loads, 256 bytes in flight per lane).
+    float s[RW];
+#pragma unroll
+    for (int ri = 0; ri < RW; ++ri) s[ri] = 0.0f;
+    if (lane < nk) {
+      const T* kr = k + kv_off + (t0 + lane) * D;
+      if (kvec) {
+        constexpr int kPer = 16 / sizeof(T);  // elements per 16-byte chunk
+        constexpr int kBatch = 16;             // chunks loaded together
+        const int nchunks = D / kPer;
+        for (int c0 = 0; c0 < nchunks; c0 += kBatch) {
+          uint4 raw[kBatch];
+#pragma unroll
+          for (int c = 0; c < kBatch; ++c)
+            if (c0 + c < nchunks) raw[c] = __ldg(reinterpret_cast<const uint4*>(kr) + c0 + c);
+#pragma unroll
+          for (int c = 0; c < kBatch; ++c) {
+            if (c0 + c >= nchunks) break;
+            Pack16<T> w;
+            w.u = raw[c];
+#pragma unroll
+            for (int i = 0; i < kPer; ++i) score_step<RW>(s, qs + ((c0 + c) * kPer + i) * RW, to_f(w.e[i]));
+          }
+        }
+      } else {
+#pragma unroll 4
+        for (int d = 0; d < D; ++d) score_step<RW>(s, qs + d * RW, to_f(kr[d]));
       }
     }
+    // Online softmax, once per tile and row.
+    const int64_t jj = t0 + lane;
+    const bool kon = lane < nk && !padded(p, b, jj);
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      if (!on[u]) continue;  // uniform over the warp
-      const int64_t jj = j + static_cast<int64_t>(u) * kDecWarps;
+    for (int ri = 0; ri < RW; ++ri) {
+      const float sc = kon && jj < rend[ri] ? s[ri] * p.scale : -INFINITY;
+      const float mn = fmaxf(m[ri], warp_max(sc));  // -inf while the row has seen nothing
+      const float pr = sc == -INFINITY ? 0.0f : expf(sc - mn);
+      const float corr = m[ri] == -INFINITY ? 0.0f : expf(m[ri] - mn);
+      l[ri] = l[ri] * corr + warp_sum(pr);
 #pragma unroll
-      for (int ri = 0; ri < RW; ++ri) {
-        if (ri >= nr) break;
-        float dot = 0.0f;
+      for (int e = 0; e < DPL; ++e) acc[ri][e] *= corr;
+      m[ri] = mn;
+      Ps[lane * RW + ri] = pr;
+    }
+    __syncwarp();
+    // acc += P V with lanes over the head dim: V from shared memory (vec), else kVB rows loaded together.
+    __pipeline_wait_prior(0);
+    __syncwarp();
+    constexpr int kVB = DPL >= 8 ? 4 : 8;
+    for (int j0 = 0; j0 < nk; j0 += kVB) {
+      float vv[kVB][DPL];
 #pragma unroll
-        for (int e = 0; e < DPL; ++e) dot = fmaf(qv[ri][e], kk[u][e], dot);
-        dot = warp_sum(dot);
-        if (jj >= rend[ri]) continue;  // causal: hidden from this row
-        const float sc = dot * p.scale;
-        const float mn = fmaxf(m[ri], sc);
-        const float corr = expf(m[ri] - mn);  // 0 while m is -inf
-        const float pr = expf(sc - mn);
-        l[ri] = l[ri] * corr + pr;
+      for (int u = 0; u < kVB; ++u) {
+        if (j0 + u >= nk) break;
+        if (!vec) load_lane<T, DPL>(vsrc + static_cast<int64_t>(j0 + u) * D, d0, D, false, vv[u]);
+        else if (d0 < D) load_vec<T, DPL>(Vs + (j0 + u) * kVld + d0, vv[u]);
+        else
 #pragma unroll
-        for (int e = 0; e < DPL; ++e) acc[ri][e] = fmaf(pr, vv[u][e], acc[ri][e] * corr);
-        m[ri] = mn;
+          for (int e = 0; e < DPL; ++e) vv[u][e] = 0.0f;
+      }
+#pragma unroll
+      for (int u = 0; u < kVB; ++u) {
+        if (j0 + u >= nk) break;
+        const float4* pj = reinterpret_cast<const float4*>(Ps + (j0 + u) * RW);
+#pragma unroll
+        for (int c = 0; c < RW / 4; ++c) {
+          const float4 pp = pj[c];
+          const float pr4[4] = {pp.x, pp.y, pp.z, pp.w};
+#pragma unroll
+          for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int e = 0; e < DPL; ++e) acc[4 * c + i][e] = fmaf(pr4[i], vv[u][e], acc[4 * c + i][e]);
+        }
       }
     }
+    __syncwarp();  // Ps and Vs are rewritten by the next tile
   }
 
-  // Merge the 4 warps' states of each row.
+  // Merge the warps' states of each row (the staging memory is reused).
+  __syncthreads();
+  float* s_m = reinterpret_cast<float*>(dsm);  // (warps, RW)
+  float* s_l = s_m + kDecWarps * RW;            // (warps, RW)
+  float* s_acc = s_l + kDecWarps * RW;          // (warps, RW, 32 * DPL)
 #pragma unroll
   for (int ri = 0; ri < RW; ++ri) {
     if (lane == 0) {
-      s_m[warp][ri] = m[ri];
-      s_l[warp][ri] = l[ri];
+      s_m[warp * RW + ri] = m[ri];
+      s_l[warp * RW + ri] = l[ri];
     }
 #pragma unroll
-    for (int e = 0; e < DPL; ++e) s_acc[warp][ri][d0 + e] = acc[ri][e];
+    for (int e = 0; e < DPL; ++e) s_acc[(warp * RW + ri) * 32 * DPL + d0 + e] = acc[ri][e];
   }
   __syncthreads();
   for (int ri = warp; ri < nr; ri += kDecWarps) {
     float M = -INFINITY;
 #pragma unroll
-    for (int w = 0; w < kDecWarps; ++w) M = fmaxf(M, s_m[w][ri]);
+    for (int w = 0; w < kDecWarps; ++w) M = fmaxf(M, s_m[w * RW + ri]);
     float L = 0.0f, o[DPL];
 #pragma unroll
     for (int e = 0; e < DPL; ++e) o[e] = 0.0f;
     if (M != -INFINITY) {
 #pragma unroll
       for (int w = 0; w < kDecWarps; ++w) {
-        const float f = expf(s_m[w][ri] - M);
-        L += s_l[w][ri] * f;
+        const float f = expf(s_m[w * RW + ri] - M);
+        L += s_l[w * RW + ri] * f;
 #pragma unroll
-        for (int e = 0; e < DPL; ++e) o[e] = fmaf(s_acc[w][ri][d0 + e], f, o[e]);
+        for (int e = 0; e < DPL; ++e) o[e] = fmaf(s_acc[(w * RW + ri) * 32 * DPL + d0 + e], f, o[e]);
       }
     }
-    const int64_t r = r0 + ri, hq = kvh * p.G + r / p.Tq, t = r % p.Tq;
+    const int r = static_cast<int>(r0) + ri;
+    const int64_t hq = kvh * p.G + r / tq, t = r % tq;
     const int64_t row = (b * p.Hq + hq) * p.Tq + t;
     if (nsplit == 1) {
 #pragma unroll
@@ -238,47 +345,44 @@ __global__ void __launch_bounds__(kDecWarps * 32)
   }
 }
 
-// A block per query row merges the row's nsplit partial states: the weights exp(pm_s - M) go to shared memory, then
-// warp w sums the splits s = w (mod 8) with lanes over the head dim, and the 8 warp sums are added in order.
-// Dynamic shared memory: (nsplit + kCombineWarps * D) floats.
-constexpr int kCombineWarps = 8;
-
+// Merges the nsplit partial states of each query row: a block per row, a thread per head-dim element. Every thread
+// merges the splits in order with an online rescaling (no barriers), 32 splits loaded together.
 template <typename T>
-__global__ void __launch_bounds__(kCombineWarps * 32)
-    attn_combine_kernel(const float* __restrict__ pm, const float* __restrict__ pl, const float* __restrict__ pacc, int nsplit,
-                        int64_t D, T* __restrict__ out, float* __restrict__ lse) {
-  extern __shared__ float sh[];
-  __shared__ float red[32];
-  float* w = sh;             // (nsplit,)
-  float* part = sh + nsplit;  // (kCombineWarps, D)
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+__global__ void attn_combine_kernel(const float* __restrict__ pm, const float* __restrict__ pl,
+                                    const float* __restrict__ pacc, int nsplit, int64_t D, T* __restrict__ out,
+                                    float* __restrict__ lse) {
+  constexpr int kBatch = 32;
   const int64_t row = blockIdx.x;
   const float* rm = pm + row * nsplit;
   const float* rl = pl + row * nsplit;
-  float M = -INFINITY;
-  for (int s = tid; s < nsplit; s += blockDim.x) M = fmaxf(M, rm[s]);
-  M = block_max(M, red);
-  float lpart = 0.0f;
-  for (int s = tid; s < nsplit; s += blockDim.x) {
-    const float ws = M == -INFINITY ? 0.0f : expf(rm[s] - M);
-    w[s] = ws;
-    lpart += rl[s] * ws;
-  }
-  const float L = block_sum(lpart, red);  // its barriers also publish w
-  const float* base = pacc + row * nsplit * D;
-  for (int64_t d = lane; d < D; d += 32) {
-    float o = 0.0f;
-    for (int s = warp; s < nsplit; s += kCombineWarps) o = fmaf(base[s * D + d], w[s], o);
-    part[warp * D + d] = o;
-  }
-  __syncthreads();
-  for (int64_t d = tid; d < D; d += blockDim.x) {
-    float o = 0.0f;
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+    const float* base = pacc + row * nsplit * D + d;
+    float M = -INFINITY, L = 0.0f, o = 0.0f;
+    for (int s0 = 0; s0 < nsplit; s0 += kBatch) {
+      float mv[kBatch], lv[kBatch], av[kBatch];
 #pragma unroll
-    for (int k = 0; k < kCombineWarps; ++k) o += part[k * D + d];
+      for (int u = 0; u < kBatch; ++u) {
+        if (s0 + u < nsplit) {
+          mv[u] = rm[s0 + u];
+          lv[u] = rl[s0 + u];
+          av[u] = base[static_cast<int64_t>(s0 + u) * D];
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        if (s0 + u >= nsplit) break;
+        if (mv[u] == -INFINITY) continue;  // a chunk that saw no key
+        const float mn = fmaxf(M, mv[u]);
+        const float c = M == -INFINITY ? 0.0f : expf(M - mn);
+        const float w = expf(mv[u] - mn);
+        L = fmaf(L, c, lv[u] * w);
+        o = fmaf(o, c, av[u] * w);
+        M = mn;
+      }
+    }
     out[row * D + d] = from_f<T>(L > 0.0f ? o / L : 0.0f);
+    if (d == 0 && lse != nullptr) lse[row] = L > 0.0f ? M + logf(L) : -INFINITY;
   }
-  if (tid == 0 && lse != nullptr) lse[row] = L > 0.0f ? M + logf(L) : -INFINITY;
 }
 
 // ---- tiles in shared memory (prefill forward, backward) ---------------------------------------------------------
@@ -645,11 +749,12 @@ void launch_tile(Kernel kernel, dim3 grid, int64_t smem_bytes, cudaStream_t st, 
   check_launch(op);
 }
 
-// Resident blocks per multiprocessor of a kernel launched with `threads` threads (at least 1).
+// Resident blocks per multiprocessor of a kernel launched with `threads` threads and `smem` bytes of dynamic shared
+// memory (at least 1).
 template <typename Kernel>
-int blocks_per_sm(Kernel kernel, int threads) {
+int blocks_per_sm(Kernel kernel, int threads, int64_t smem) {
   int n = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, 0) != cudaSuccess) {
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, static_cast<size_t>(smem)) != cudaSuccess) {
     cudaGetLastError();
     n = 1;
   }
@@ -665,25 +770,39 @@ void attention_forward(int device, const AttnParams& p, T* out, const T* q, cons
   const int64_t D = p.D;
   if (use_decode(p)) {
     constexpr int DPL = kD / 32;
-    constexpr int U = DPL >= 8 ? 2 : 4;
     const int64_t R = p.G * p.Tq;
     const int RW = R <= 4 ? 4 : kDecRows;
     const int64_t groups = (R + RW - 1) / RW;
     const int64_t kmax = key_end(p, p.Tq - 1);  // the last position sees the most keys
-    auto decode = RW == 4 ? attn_decode_kernel<T, DPL, U, 4> : attn_decode_kernel<T, DPL, U, kDecRows>;
-    // Split the keys so that one wave of resident blocks covers the problem (more splits only add combine work).
-    static const int occupancy4 = blocks_per_sm(attn_decode_kernel<T, DPL, U, 4>, kDecWarps * 32);
-    static const int occupancy8 = blocks_per_sm(attn_decode_kernel<T, DPL, U, kDecRows>, kDecWarps * 32);
+    auto decode = RW == 4 ? attn_decode_kernel<T, DPL, 4> : attn_decode_kernel<T, DPL, kDecRows>;
+    const int64_t smem = decode_smem_bytes(D, RW, DPL, sizeof(T));
+    if (smem > 48 * 1024) {
+      check_cuda(cudaFuncSetAttribute(decode, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), "attention");
+    }
+    // Split the keys (at least one 32-key tile per warp) so that the blocks fill one wave of resident blocks: more
+    // splits only add combine work.
     const int64_t base_blocks = p.B * p.Hkv * groups;
-    const int64_t target = static_cast<int64_t>(nn_detail::sm_count(device)) * (RW == 4 ? occupancy4 : occupancy8);
-    int64_t nsplit = std::max<int64_t>(1, std::min<int64_t>((target + base_blocks - 1) / base_blocks, (kmax + 31) / 32));
+    // Occupancy of the last (kernel, shared memory) pair, cached: decode steps repeat the same call.
+    thread_local const void* occ_kernel = nullptr;
+    thread_local int64_t occ_smem = -1;
+    thread_local int occ_blocks = 1;
+    if (occ_kernel != reinterpret_cast<const void*>(decode) || occ_smem != smem) {
+      occ_blocks = blocks_per_sm(decode, kDecWarps * 32, smem);
+      occ_kernel = reinterpret_cast<const void*>(decode);
+      occ_smem = smem;
+    }
+    const int64_t target = static_cast<int64_t>(nn_detail::sm_count(device)) * occ_blocks;
+    const int64_t max_split = std::max<int64_t>(1, (kmax + kDecWarps * kDecTile - 1) / (kDecWarps * kDecTile));
+    int64_t nsplit = std::max<int64_t>(1, std::min<int64_t>(target / base_blocks, max_split));
     int64_t chunk = kmax > 0 ? (kmax + nsplit - 1) / nsplit : 1;
+    chunk = (chunk + kDecTile - 1) / kDecTile * kDecTile;
     if (kmax > 0) nsplit = (kmax + chunk - 1) / chunk;
-    const uintptr_t align = reinterpret_cast<uintptr_t>(q) | reinterpret_cast<uintptr_t>(k) | reinterpret_cast<uintptr_t>(v);
-    const bool vec = D % DPL == 0 && align % (DPL * sizeof(T)) == 0;
+    const bool kvec = (D * sizeof(T)) % 16 == 0 && reinterpret_cast<uintptr_t>(k) % 16 == 0;
+    const bool vec = D % DPL == 0 && reinterpret_cast<uintptr_t>(v) % (DPL * sizeof(T)) == 0;
     const dim3 grid(static_cast<unsigned>(nsplit), static_cast<unsigned>(p.B * p.Hkv), static_cast<unsigned>(groups));
     if (nsplit == 1) {
-      decode<<<grid, kDecWarps * 32, 0, st>>>(p, q, k, v, out, lse, 1, chunk, vec, nullptr, nullptr, nullptr);
+      decode<<<grid, kDecWarps * 32, static_cast<size_t>(smem), st>>>(p, q, k, v, out, lse, 1, chunk, kvec, vec, nullptr,
+                                                                      nullptr, nullptr);
       check_launch("attention");
       return;
     }
@@ -693,11 +812,12 @@ void attention_forward(int device, const AttnParams& p, T* out, const T* q, cons
     float* pm = part.as<float>();
     float* pl = pm + rows * nsplit;
     float* pacc = pl + rows * nsplit;
-    decode<<<grid, kDecWarps * 32, 0, st>>>(p, q, k, v, out, lse, static_cast<int>(nsplit), chunk, vec, pm, pl, pacc);
+    decode<<<grid, kDecWarps * 32, static_cast<size_t>(smem), st>>>(p, q, k, v, out, lse, static_cast<int>(nsplit), chunk,
+                                                                    kvec, vec, pm, pl, pacc);
     check_launch("attention");
-    const size_t smem = static_cast<size_t>(nsplit + kCombineWarps * D) * sizeof(float);
-    attn_combine_kernel<T><<<static_cast<unsigned>(rows), kCombineWarps * 32, smem, st>>>(pm, pl, pacc, static_cast<int>(nsplit),
-                                                                                         D, out, lse);
+    const int threads = static_cast<int>(std::min<int64_t>(256, (D + 31) / 32 * 32));
+    attn_combine_kernel<T><<<static_cast<unsigned>(rows), threads, 0, st>>>(pm, pl, pacc, static_cast<int>(nsplit), D, out,
+                                                                             lse);
     check_launch("attention");
     return;
   }
