@@ -1,7 +1,8 @@
 // Tests of the native matrix products: matmul / matmulAsync against a float64 reference (every transpose
 // combination, odd sizes, batches with broadcast, f16/bf16, alpha/beta), gemm4bit against "dequantize then
 // matmul" (plain and double-quant states, bias, each kernel path), the LLM.int8 products (exact int8 matmul,
-// bit-exact int8MmDequant, the outlier add), and that bad arguments throw typed errors.
+// bit-exact int8MmDequant, the outlier add), and that bad arguments throw typed errors; the kernel blocks run on
+// the CPU and on each CUDA device the addon reports (describeOnDevices).
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -25,6 +26,7 @@ import {
 import { afterAll, describe, expect, it } from "vitest";
 
 import { ArgumentError, DTypeError, DisposedError, QuantType, ShapeError, getBinding, type NativeStorage } from "../src/index.js";
+import { describeOnDevices, testDevice } from "./devices.js";
 import {
   dequant4Ref,
   fusedScales,
@@ -50,7 +52,7 @@ const tmp = mkdtempSync(join(tmpdir(), "lowbit-linalg-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 function storageOf(data: ArrayBufferView): NativeStorage {
-  const s = b.allocate("cpu", Math.max(data.byteLength, 1));
+  const s = b.allocate(testDevice(), Math.max(data.byteLength, 1));
   if (data.byteLength > 0) b.upload(s, 0, data);
   return s;
 }
@@ -134,7 +136,7 @@ function plain(M: number, N: number, K: number, transA: boolean, transB: boolean
   return { batch: 1, M, N, K, transA, transB, strideA: 0, strideB: 0, strideOut: 0, alpha, beta };
 }
 
-describe("matmul", () => {
+describeOnDevices("matmul", (device) => {
   const SIZES = [1, 7, 33, 130];
 
   it("matches the float64 reference for every transpose combination and odd sizes", () => {
@@ -221,7 +223,7 @@ describe("matmul", () => {
     expect(call({ 9: 5 })).toThrow(ShapeError); // a too small for M = 5
     expect(call({ 11: 7 })).toThrow(ShapeError); // a and b too small for K = 7
     expect(call({ 1: 4 })).toThrow(ShapeError); // out offset leaves too few bytes
-    const big = b.allocate("cpu", 4096);
+    const big = b.allocate(testDevice(), 4096);
     expect(call({ 0: big, 1: 2 })).toThrow(ArgumentError); // misaligned out offset
     expect(call({ 9: -1 })).toThrow(ArgumentError);
     expect(call({ 9: 1.5 })).toThrow(ArgumentError);
@@ -230,15 +232,17 @@ describe("matmul", () => {
     expect(call({ 0: {} })).toThrow(ArgumentError);
     expect(call({ 8: 2, 16: 3 })).toThrow(ArgumentError); // strideOut < M*N: batch items would overlap
     expect(call({ 0: big, 2: big })).toThrow(ArgumentError); // out overlaps a
-    const disposed = b.allocate("cpu", 1024);
+    const disposed = b.allocate(testDevice(), 1024);
     disposed.dispose();
     expect(call({ 4: disposed })).toThrow(DisposedError);
-    // A read-only file mapping as the output.
-    const path = join(tmp, "mapped.bin");
-    writeFileSync(path, Buffer.alloc(4 * 5 * 4));
-    const mapped = b.mapFile(path);
-    expect(call({ 0: mapped })).toThrow(ArgumentError);
-    expect(() => (b.matmulAsync as (...x: unknown[]) => unknown)(...[mapped, ...args.slice(1)])).toThrow(ArgumentError);
+    // A read-only file mapping as the output (a CPU storage: next to CUDA storages the call mixes devices).
+    if (device === "cpu") {
+      const path = join(tmp, "mapped.bin");
+      writeFileSync(path, Buffer.alloc(4 * 5 * 4));
+      const mapped = b.mapFile(path);
+      expect(call({ 0: mapped })).toThrow(ArgumentError);
+      expect(() => (b.matmulAsync as (...x: unknown[]) => unknown)(...[mapped, ...args.slice(1)])).toThrow(ArgumentError);
+    }
   });
 });
 
@@ -270,7 +274,7 @@ function runGemm4(c: Gemm4Case): void {
   }
   const x = encode(randn(rand, c.M * c.K), c.dtype);
   const bias = c.bias ? encode(randn(rand, c.N), c.dtype) : null;
-  const out = b.allocate("cpu", c.M * c.N * DTYPES[c.dtype].bytes);
+  const out = b.allocate(testDevice(), c.M * c.N * DTYPES[c.dtype].bytes);
   const sx = storageOf(x.raw);
   const sp = storageOf(packed);
   const sa = storageOf(state.absmax);
@@ -285,7 +289,7 @@ function runGemm4(c: Gemm4Case): void {
   expectClose(readFloats(out, c.dtype, c.M * c.N), ref, c.dtype, 2e-6);
 }
 
-describe("gemm4bit", () => {
+describeOnDevices("gemm4bit", () => {
   it("equals dequantize-then-matmul for plain and double-quant states, with and without bias", () => {
     let seed = 100;
     for (const quantType of ["nf4", "fp4"] as const)
@@ -319,7 +323,7 @@ describe("gemm4bit", () => {
     const { packed, state } = quantize4bit(randn(makeRng(1), N * K), { blocksize: 64, compressStatistics: true });
     const s2 = state.state2!;
     const args: unknown[] = [
-      b.allocate("cpu", M * N * 4), 0, storageOf(randn(makeRng(2), M * K)), 0, id("float32"),
+      b.allocate(testDevice(), M * N * 4), 0, storageOf(randn(makeRng(2), M * K)), 0, id("float32"),
       storageOf(packed), 0, storageOf(state.absmax), 0, storageOf(s2.absmax), 0, storageOf(s2.code), 0, state.offset ?? 0,
       M, N, K, 64, QuantType.nf4, null, 0,
     ];
@@ -335,14 +339,14 @@ describe("gemm4bit", () => {
     expect(call({ 15: 8 })).toThrow(ShapeError); // packed too small for N = 8
     expect(call({ 11: null })).toThrow(ArgumentError); // nestedAbsmax without nestedCode
     expect(call({ 9: null, 11: null })).toThrow(ShapeError); // plain state needs float32 absmax: 4 bytes per block
-    expect(call({ 19: b.allocate("cpu", 8) })).toThrow(ShapeError); // bias too small
+    expect(call({ 19: b.allocate(testDevice(), 8) })).toThrow(ShapeError); // bias too small
     expect(call({ 13: Number.POSITIVE_INFINITY })).toThrow(ArgumentError);
   });
 });
 
 // ---- LLM.int8 ----------------------------------------------------------------------------------------------
 
-describe("int8Matmul", () => {
+describeOnDevices("int8Matmul", () => {
   it("is exact int32 A @ B^T, full int8 range included", () => {
     let seed = 500;
     for (const [M, N, K] of [[1, 1, 1], [1, 45, 301], [37, 45, 301], [2, 3, 16], [64, 70, 4096], [5, 9, 33]] as const) {
@@ -350,7 +354,7 @@ describe("int8Matmul", () => {
       const a = Int8Array.from(randInt(rand, M * K, -128, 127));
       const bm = Int8Array.from(randInt(rand, N * K, -128, 127));
       if (K >= 16) a.fill(-128, 0, 16), bm.fill(-128, 0, 16); // -128 * -128 products in the vector lanes
-      const out = b.allocate("cpu", M * N * 4);
+      const out = b.allocate(testDevice(), M * N * 4);
       b.int8Matmul(out, 0, storageOf(a), 0, storageOf(bm), 0, M, N, K);
       const got = new Int32Array(M * N);
       b.download(out, 0, got);
@@ -360,7 +364,7 @@ describe("int8Matmul", () => {
 
   it("rejects bad arguments with typed errors", () => {
     const a = storageOf(new Int8Array(12));
-    const out = b.allocate("cpu", 64);
+    const out = b.allocate(testDevice(), 64);
     expect(() => b.int8Matmul(out, 0, a, 0, a, 0, 3, 3, 4)).not.toThrow();
     expect(() => b.int8Matmul(out, 0, a, 0, a, 0, 4, 3, 4)).toThrow(ShapeError);
     expect(() => b.int8Matmul(out, 2, a, 0, a, 0, 3, 3, 4)).toThrow(ArgumentError);
@@ -368,7 +372,7 @@ describe("int8Matmul", () => {
   });
 });
 
-describe("int8MmDequant", () => {
+describeOnDevices("int8MmDequant", () => {
   function runDequant(outDtype: FloatName, withBias: boolean, seed: number): void {
     const M = 9, N = 37;
     const rand = makeRng(seed);
@@ -378,7 +382,7 @@ describe("int8MmDequant", () => {
     const rowStats = Float32Array.from({ length: M }, () => 0.05 + rand() * 8);
     const colStats = Float32Array.from({ length: N }, () => 0.05 + rand() * 8);
     const bias = withBias ? encode(randn(rand, N), outDtype) : null;
-    const out = b.allocate("cpu", M * N * DTYPES[outDtype].bytes);
+    const out = b.allocate(testDevice(), M * N * DTYPES[outDtype].bytes);
     b.int8MmDequant(out, 0, id(outDtype), storageOf(C), 0, storageOf(rowStats), 0, storageOf(colStats), 0, bias === null ? null : storageOf(bias.raw), 0, M, N);
     const want = int8MmDequantRef(C, rowStats, colStats, bias === null ? null : bias.values, outDtype, M, N);
     expect(readFloats(out, outDtype, M * N)).toEqual(want);
@@ -390,7 +394,7 @@ describe("int8MmDequant", () => {
   });
 });
 
-describe("int8OutlierMatmulAdd", () => {
+describeOnDevices("int8OutlierMatmulAdd", () => {
   it("adds x[:, cols] @ dequant(CB)[:, cols]^T to out", () => {
     let seed = 700;
     for (const dtype of ["float32", "bfloat16"] as const) {
@@ -409,7 +413,7 @@ describe("int8OutlierMatmulAdd", () => {
   });
 
   it("rejects column indices outside [0, K)", () => {
-    const out = b.allocate("cpu", 4);
+    const out = b.allocate(testDevice(), 4);
     const x = storageOf(new Float32Array(4));
     const cb = storageOf(new Int8Array(4));
     const scb = storageOf(new Float32Array(1));
@@ -428,13 +432,13 @@ describe("int8OutlierMatmulAdd", () => {
     const qx = int8VectorwiseQuant(x, M, K, { threshold });
     const qw = int8VectorwiseQuant(w, N, K);
     const sx = storageOf(x);
-    const CA = b.allocate("cpu", M * K), SCA = b.allocate("cpu", M * 4);
+    const CA = b.allocate(testDevice(), M * K), SCA = b.allocate(testDevice(), M * 4);
     const cols = b.int8VectorwiseQuant(CA, 0, SCA, 0, sx, 0, id("float32"), M, K, threshold);
     expect(cols).toEqual(qx.outlierCols);
     const CB = storageOf(qw.CB);
-    const C = b.allocate("cpu", M * N * 4);
+    const C = b.allocate(testDevice(), M * N * 4);
     b.int8Matmul(C, 0, CA, 0, CB, 0, M, N, K);
-    const out = b.allocate("cpu", M * N * 4);
+    const out = b.allocate(testDevice(), M * N * 4);
     b.int8MmDequant(out, 0, id("float32"), C, 0, SCA, 0, storageOf(qw.SCB), 0, null, 0, M, N);
     b.int8OutlierMatmulAdd(out, 0, sx, 0, id("float32"), CB, 0, storageOf(qw.SCB), 0, storageOf(cols), 0, cols.length, M, N, K);
     const got = readFloats(out, "float32", M * N);

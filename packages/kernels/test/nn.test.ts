@@ -1,11 +1,12 @@
-// Tests of the CPU neural-network kernels (unary ... adamw) against the float64 references in reference/nn.ts,
-// for float32 (rel ~1e-5) and bfloat16 / float16 (rel ~1e-2), plus the typed errors of bad arguments.
+// Tests of the neural-network kernels (unary ... adamw) against the float64 references in reference/nn.ts,
+// for float32 (rel ~1e-5) and bfloat16 / float16 (rel ~1e-2), plus the typed errors of bad arguments; every block
+// runs on the CPU and on each CUDA device the addon reports (describeOnDevices).
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 import { DTYPES, bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "@lowbit/dtypes";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, expect, it } from "vitest";
 
 import {
   ArgumentError,
@@ -17,6 +18,7 @@ import {
   getBinding,
   type NativeStorage,
 } from "../src/index.js";
+import { describeOnDevices, testDevice } from "./devices.js";
 import * as ref from "./reference/nn.js";
 import type { FloatName } from "./reference/nn.js";
 
@@ -51,19 +53,19 @@ interface DeviceTensor {
   values: Float64Array;
 }
 
-/** Uploads values rounded to `dtype` into a new cpu storage. */
+/** Uploads values rounded to `dtype` into a new storage on the test's device. */
 function put(dtype: FloatName, values: ArrayLike<number>): DeviceTensor {
   const n = values.length;
-  const storage = binding.allocate("cpu", Math.max(4, n * DTYPES[dtype].bytes));
+  const storage = binding.allocate(testDevice(), Math.max(4, n * DTYPES[dtype].bytes));
   const stored = Float64Array.from({ length: n }, (_, i) => ref.roundTo(dtype, values[i]!));
   if (dtype === "float32") binding.upload(storage, 0, Float32Array.from(stored));
   else binding.upload(storage, 0, Uint16Array.from(stored, dtype === "bfloat16" ? f32ToBf16Bits : f32ToF16Bits));
   return { storage, values: stored };
 }
 
-/** A zeroed cpu storage for n elements of dtype. */
+/** A zeroed storage on the test's device for n elements of dtype. */
 function alloc(dtype: keyof typeof DTYPES, n: number): NativeStorage {
-  return binding.allocate("cpu", Math.max(4, Math.ceil(n * DTYPES[dtype].bytes)));
+  return binding.allocate(testDevice(), Math.max(4, Math.ceil(n * DTYPES[dtype].bytes)));
 }
 
 /** n elements of `dtype` read back as float64. */
@@ -179,7 +181,7 @@ const UNARY_CASES: { op: ref.UnaryName; lo: number; hi: number; alpha: number }[
   { op: "square", lo: -4, hi: 4, alpha: 0 },
 ];
 
-describe("unary", () => {
+describeOnDevices("unary", () => {
   const n = 1037; // crosses the kernel's 1024-element block
   for (const dtype of FLOATS) {
     for (const c of UNARY_CASES) {
@@ -221,7 +223,7 @@ describe("unary", () => {
 
 // ---- binary ---------------------------------------------------------------------------------------------
 
-describe("binary", () => {
+describeOnDevices("binary", () => {
   // [shape, aStrides, bStrides, a elements, b elements]
   const layouts: { name: string; shape: number[]; as: number[]; bs: number[]; na: number; nb: number }[] = [
     { name: "contiguous", shape: [3, 5, 7], as: [35, 7, 1], bs: [35, 7, 1], na: 105, nb: 105 },
@@ -278,7 +280,7 @@ describe("binary", () => {
 
 // ---- reductions -------------------------------------------------------------------------------------------
 
-describe("reduce / argmax", () => {
+describeOnDevices("reduce / argmax", () => {
   const shapes: [number, number, number][] = [
     [3, 257, 1],
     [2, 131, 5],
@@ -353,7 +355,7 @@ describe("reduce / argmax", () => {
 
 // ---- softmax -----------------------------------------------------------------------------------------------
 
-describe("softmax / log_softmax", () => {
+describeOnDevices("softmax / log_softmax", () => {
   for (const dtype of FLOATS) {
     for (const log of [false, true]) {
       it(`${log ? "log_softmax" : "softmax"} forward and backward, ${dtype}`, () => {
@@ -399,7 +401,7 @@ describe("softmax / log_softmax", () => {
 
 // ---- RMSNorm ----------------------------------------------------------------------------------------------------
 
-describe("rmsNorm", () => {
+describeOnDevices("rmsNorm", () => {
   const rows = 5;
   const cols = 129;
   const eps = 1e-6;
@@ -472,7 +474,7 @@ describe("rmsNorm", () => {
 
 // ---- rope ----------------------------------------------------------------------------------------------
 
-describe("rope", () => {
+describeOnDevices("rope", () => {
   const B = 2;
   const H = 3;
   const T = 5;
@@ -573,7 +575,7 @@ function runAttention(c: AttentionCase, dtype: FloatName, t: ReturnType<typeof a
   return { out, lse };
 }
 
-describe("attention", () => {
+describeOnDevices("attention", () => {
   for (const dtype of FLOATS) {
     for (const c of ATTENTION_CASES) {
       it(`${c.name}, ${dtype}`, () => {
@@ -661,7 +663,7 @@ describe("attention", () => {
       "Expected Tk <= S (the cache capacity, 8) but received Tk = 9",
     );
     expectError(
-      () => binding.attention(s, 0, s, 0, s, 0, s, 0, f32, 1, 2, 2, 1, 4, 4, 8, 1, true, 3, binding.allocate("cpu", 2), 0, null, 0),
+      () => binding.attention(s, 0, s, 0, s, 0, s, 0, f32, 1, 2, 2, 1, 4, 4, 8, 1, true, 3, binding.allocate(testDevice(), 2), 0, null, 0),
       ShapeError,
       "Expected 4 bytes after the byte offset for mask but received a storage with 2 bytes there",
     );
@@ -670,7 +672,7 @@ describe("attention", () => {
 
 // ---- embedding --------------------------------------------------------------------------------------------
 
-describe("embedding", () => {
+describeOnDevices("embedding", () => {
   const vocab = 50;
   const dim = 13;
   const n = 37;
@@ -724,7 +726,7 @@ describe("embedding", () => {
 
 // ---- cross-entropy ------------------------------------------------------------------------------------------
 
-describe("crossEntropy", () => {
+describeOnDevices("crossEntropy", () => {
   const rows = 9;
   const cols = 97;
   const targets = [3, -100, 96, 0, 50, -100, 7, 7, 12];
@@ -782,7 +784,7 @@ describe("crossEntropy", () => {
 
 // ---- AdamW ---------------------------------------------------------------------------------------------------
 
-describe("adamw", () => {
+describeOnDevices("adamw", () => {
   const n = 1001;
   const steps = 6;
   const hp: ref.AdamWHyper = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 };
@@ -823,7 +825,7 @@ describe("adamw", () => {
 
 // ---- argument checks shared by every kernel -------------------------------------------------------------
 
-describe("argument checks", () => {
+describeOnDevices("argument checks", (device) => {
   const dir = mkdtempSync(join(tmpdir(), "lowbit-nn-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -898,14 +900,17 @@ describe("argument checks", () => {
       ArgumentError,
       "Expected a byte offset that is a multiple of 4 for outOffset but received an offset that is not",
     );
-    const file = join(dir, "weights.bin");
-    writeFileSync(file, Buffer.alloc(64));
-    const mapped = binding.mapFile(file);
-    expectError(
-      () => binding.unary(UnaryOp.exp, mapped, 0, x, 0, id("float32"), 4, 0),
-      ArgumentError,
-      "Expected a writable storage for out but received a read-only file mapping",
-    );
-    mapped.dispose();
+    // File mappings are CPU storages: next to a CUDA storage the call mixes devices (core.test.ts covers that).
+    if (device === "cpu") {
+      const file = join(dir, "weights.bin");
+      writeFileSync(file, Buffer.alloc(64));
+      const mapped = binding.mapFile(file);
+      expectError(
+        () => binding.unary(UnaryOp.exp, mapped, 0, x, 0, id("float32"), 4, 0),
+        ArgumentError,
+        "Expected a writable storage for out but received a read-only file mapping",
+      );
+      mapped.dispose();
+    }
   });
 });

@@ -1,7 +1,8 @@
 // Tests of the native quantizers: NF4/FP4 quantize4bit (+Async) and dequantize4bit byte-identical to
 // @lowbit/dtypes (every blocksize, f32/f16/bf16, odd n, tail blocks, zero / NaN / Inf blocks, values on the
 // decision thresholds), the spec §20 golden vectors, nested-absmax dequant, 8-bit blockwise with both dynamic
-// maps (midpoint ties included), LLM.int8 vectorwise quantization, and typed errors for bad arguments.
+// maps (midpoint ties included), LLM.int8 vectorwise quantization, and typed errors for bad arguments; every block
+// runs on the CPU and on each CUDA device the addon reports (describeOnDevices).
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -27,9 +28,10 @@ import {
   type FloatDType,
   type QuantType as QuantTypeName,
 } from "@lowbit/dtypes";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, expect, it } from "vitest";
 
 import { ArgumentError, DTypeError, DisposedError, QuantType, ShapeError, getBinding, type NativeStorage, type QuantTypeId } from "../src/index.js";
+import { describeOnDevices, testDevice } from "./devices.js";
 import { makeRng, randn } from "./reference/linalg.js";
 
 const b = getBinding();
@@ -39,7 +41,7 @@ const tmp = mkdtempSync(join(tmpdir(), "lowbit-quant-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 function storageOf(data: ArrayBufferView): NativeStorage {
-  const s = b.allocate("cpu", Math.max(data.byteLength, 1));
+  const s = b.allocate(testDevice(), Math.max(data.byteLength, 1));
   if (data.byteLength > 0) b.upload(s, 0, data);
   return s;
 }
@@ -106,13 +108,13 @@ function specialInput(n: number, bs: number, seed: number): Float32Array {
 function nativeQuantize4(x: Float32Array, dtype: FloatDType, bs: number, qt: QuantTypeName): { packed: Uint8Array; absmax: Float32Array } {
   const n = x.length;
   const sx = storageOf(raw(x, dtype));
-  const sp = b.allocate("cpu", Math.ceil(n / 2) + 1);
-  const sa = b.allocate("cpu", Math.ceil(n / bs) * 4 + 4);
+  const sp = b.allocate(testDevice(), Math.ceil(n / 2) + 1);
+  const sa = b.allocate(testDevice(), Math.ceil(n / bs) * 4 + 4);
   b.quantize4bit(sp, 0, sa, 0, sx, 0, id(dtype), n, bs, QuantType[qt]);
   return { packed: download(sp, new Uint8Array(Math.ceil(n / 2))), absmax: download(sa, new Float32Array(Math.ceil(n / bs))) };
 }
 
-describe("quantize4bit", () => {
+describeOnDevices("quantize4bit", (device) => {
   it("reproduces the spec §20 golden vectors (NF4 and FP4, bs 64, n = 130)", () => {
     const x = Float32Array.from({ length: 130 }, (_, i) => Math.sin(0.37 * i) * (1 + (i % 7) / 3));
     const nf4 = nativeQuantize4(x, "float32", 64, "nf4");
@@ -154,8 +156,8 @@ describe("quantize4bit", () => {
     const x = specialInput(n, 64, 99);
     const want = quantize4bit(x, { blocksize: 64, quantType: "nf4" });
     const sx = storageOf(x);
-    const sp = b.allocate("cpu", Math.ceil(n / 2));
-    const sa = b.allocate("cpu", Math.ceil(n / 64) * 4);
+    const sp = b.allocate(testDevice(), Math.ceil(n / 2));
+    const sa = b.allocate(testDevice(), Math.ceil(n / 64) * 4);
     const promise = b.quantize4bitAsync(sp, 0, sa, 0, sx, 0, id("float32"), n, 64, QuantType.nf4);
     sx.dispose();
     await expect(promise).resolves.toBeUndefined();
@@ -166,8 +168,8 @@ describe("quantize4bit", () => {
   it("rejects bad arguments with typed errors", () => {
     const n = 100;
     const sx = storageOf(new Float32Array(n));
-    const sp = b.allocate("cpu", 50);
-    const sa = b.allocate("cpu", 8);
+    const sp = b.allocate(testDevice(), 50);
+    const sa = b.allocate(testDevice(), 8);
     const ok = () => b.quantize4bit(sp, 0, sa, 0, sx, 0, id("float32"), n, 64, QuantType.nf4);
     expect(ok).not.toThrow();
     expect(() => b.quantize4bit(sp, 0, sa, 0, sx, 0, id("float32"), n, 48, QuantType.nf4)).toThrow(ArgumentError);
@@ -178,18 +180,21 @@ describe("quantize4bit", () => {
     expect(() => b.quantize4bit(sp, 0, sa, 0, sx, 0, id("float32"), n, 32, QuantType.nf4)).toThrow(ShapeError); // absmax too small
     expect(() => b.quantize4bit(sp, 0, sa, 2, sx, 0, id("float32"), 50, 64, QuantType.nf4)).toThrow(ArgumentError); // misaligned absmax
     expect(() => b.quantize4bit(sp, 0, sa, 0, sp, 0, id("float32"), 8, 64, QuantType.nf4)).toThrow(ArgumentError); // packed overlaps x
-    const path = join(tmp, "packed.bin");
-    writeFileSync(path, Buffer.alloc(50));
-    const mapped = b.mapFile(path);
-    expect(() => b.quantize4bit(mapped, 0, sa, 0, sx, 0, id("float32"), n, 64, QuantType.nf4)).toThrow(ArgumentError);
-    expect(() => b.quantize4bitAsync(mapped, 0, sa, 0, sx, 0, id("float32"), n, 64, QuantType.nf4)).toThrow(ArgumentError);
-    const gone = b.allocate("cpu", 400);
+    // A read-only file mapping as the output (a CPU storage: next to CUDA storages the call mixes devices).
+    if (device === "cpu") {
+      const path = join(tmp, "packed.bin");
+      writeFileSync(path, Buffer.alloc(50));
+      const mapped = b.mapFile(path);
+      expect(() => b.quantize4bit(mapped, 0, sa, 0, sx, 0, id("float32"), n, 64, QuantType.nf4)).toThrow(ArgumentError);
+      expect(() => b.quantize4bitAsync(mapped, 0, sa, 0, sx, 0, id("float32"), n, 64, QuantType.nf4)).toThrow(ArgumentError);
+    }
+    const gone = b.allocate(testDevice(), 400);
     gone.dispose();
     expect(() => b.quantize4bit(sp, 0, sa, 0, gone, 0, id("float32"), n, 64, QuantType.nf4)).toThrow(DisposedError);
   });
 });
 
-describe("dequantize4bit", () => {
+describeOnDevices("dequantize4bit", () => {
   it("is bit-identical to @lowbit/dtypes in every output dtype", () => {
     let seed = 50;
     for (const bs of [32, 64, 256, 4096])
@@ -200,7 +205,7 @@ describe("dequantize4bit", () => {
           const sp = storageOf(packed);
           const sa = storageOf(state.absmax);
           for (const outDtype of ["float32", "float16", "bfloat16"] as const) {
-            const out = b.allocate("cpu", n * DTYPES[outDtype].bytes);
+            const out = b.allocate(testDevice(), n * DTYPES[outDtype].bytes);
             b.dequantize4bit(out, 0, id(outDtype), sp, 0, sa, 0, n, bs, QuantType[qt]);
             const want = dequantize4bit(packed, state, outDtype);
             const got = outDtype === "float32" ? download(out, new Float32Array(n)) : download(out, new Uint16Array(n));
@@ -212,7 +217,7 @@ describe("dequantize4bit", () => {
   it("rejects bad arguments with typed errors", () => {
     const sp = storageOf(new Uint8Array(32));
     const sa = storageOf(new Float32Array(1));
-    const out = b.allocate("cpu", 256);
+    const out = b.allocate(testDevice(), 256);
     expect(() => b.dequantize4bit(out, 0, id("float32"), sp, 0, sa, 0, 64, 64, QuantType.fp4)).not.toThrow();
     expect(() => b.dequantize4bit(out, 0, id("int32"), sp, 0, sa, 0, 64, 64, QuantType.fp4)).toThrow(DTypeError);
     expect(() => b.dequantize4bit(out, 0, id("float32"), sp, 0, sa, 0, 65, 64, QuantType.fp4)).toThrow(ShapeError);
@@ -220,21 +225,21 @@ describe("dequantize4bit", () => {
   });
 });
 
-describe("dequantizeNestedAbsmax", () => {
+describeOnDevices("dequantizeNestedAbsmax", () => {
   it("equals @lowbit/dtypes' two-rounding absmax of a double-quant state", () => {
     for (const nBlocksTarget of [1, 255, 256, 257, 1000]) {
       const x = randn(makeRng(nBlocksTarget), nBlocksTarget * 64, 3);
       const { state } = quantize4bit(x, { blocksize: 64, compressStatistics: true });
       const s2 = state.state2!;
       const nb = state.absmax.length;
-      const out = b.allocate("cpu", nb * 4);
+      const out = b.allocate(testDevice(), nb * 4);
       b.dequantizeNestedAbsmax(out, 0, storageOf(state.absmax), 0, storageOf(s2.absmax), 0, storageOf(s2.code), 0, state.offset ?? 0, nb, 256);
       expect(download(out, new Float32Array(nb))).toEqual(stateAbsmax(state));
     }
   });
 
   it("rejects bad arguments with typed errors", () => {
-    const out = b.allocate("cpu", 16);
+    const out = b.allocate(testDevice(), 16);
     const q = storageOf(new Uint8Array(4));
     const nested = storageOf(new Float32Array(1));
     const code = storageOf(DYNAMIC_MAP_SIGNED);
@@ -249,13 +254,13 @@ describe("dequantizeNestedAbsmax", () => {
 
 function nativeQuantize8(x: Float32Array, dtype: FloatDType, bs: number, code: Float32Array): { codes: Uint8Array; absmax: Float32Array } {
   const n = x.length;
-  const sq = b.allocate("cpu", Math.max(n, 1));
-  const sa = b.allocate("cpu", Math.ceil(n / bs) * 4 + 4);
+  const sq = b.allocate(testDevice(), Math.max(n, 1));
+  const sa = b.allocate(testDevice(), Math.ceil(n / bs) * 4 + 4);
   b.quantizeBlockwise8(sq, 0, sa, 0, storageOf(raw(x, dtype)), 0, id(dtype), n, bs, storageOf(code), 0);
   return { codes: download(sq, new Uint8Array(n)), absmax: download(sa, new Float32Array(Math.ceil(n / bs))) };
 }
 
-describe("quantizeBlockwise8 / dequantizeBlockwise8", () => {
+describeOnDevices("quantizeBlockwise8 / dequantizeBlockwise8", () => {
   it("reproduces the spec §20 8-bit golden vector (signed dynamic map, bs 64)", () => {
     const x = Float32Array.from({ length: 130 }, (_, i) => Math.sin(0.37 * i) * (1 + (i % 7) / 3));
     expect(hex(nativeQuantize8(x, "float32", 64, DYNAMIC_MAP_SIGNED).codes)).toBe(
@@ -296,7 +301,7 @@ describe("quantizeBlockwise8 / dequantizeBlockwise8", () => {
     const x = specialInput(n, 256, 300);
     const q = quantizeBlockwise(x, { blocksize: 256 });
     for (const outDtype of ["float32", "float16", "bfloat16"] as const) {
-      const out = b.allocate("cpu", n * DTYPES[outDtype].bytes);
+      const out = b.allocate(testDevice(), n * DTYPES[outDtype].bytes);
       b.dequantizeBlockwise8(out, 0, id(outDtype), storageOf(q.codes), 0, storageOf(q.absmax), 0, storageOf(q.code), 0, n, 256);
       const want = dequantizeBlockwise(q.codes, q, outDtype);
       const got = outDtype === "float32" ? download(out, new Float32Array(n)) : download(out, new Uint16Array(n));
@@ -306,8 +311,8 @@ describe("quantizeBlockwise8 / dequantizeBlockwise8", () => {
 
   it("rejects bad arguments with typed errors", () => {
     const n = 128;
-    const sq = b.allocate("cpu", n);
-    const sa = b.allocate("cpu", 8);
+    const sq = b.allocate(testDevice(), n);
+    const sa = b.allocate(testDevice(), 8);
     const sx = storageOf(new Float32Array(n));
     const code = storageOf(DYNAMIC_MAP_SIGNED);
     expect(() => b.quantizeBlockwise8(sq, 0, sa, 0, sx, 0, id("float32"), n, 64, code, 0)).not.toThrow();
@@ -316,7 +321,7 @@ describe("quantizeBlockwise8 / dequantizeBlockwise8", () => {
     expect(() => b.quantizeBlockwise8(sq, 0, sa, 0, sx, 0, id("float32"), n, 64, storageOf(unsorted), 0)).toThrow(ArgumentError);
     expect(() => b.quantizeBlockwise8(sq, 0, sa, 0, sx, 0, id("float32"), n, 64, storageOf(new Float32Array(128)), 0)).toThrow(ShapeError);
     expect(() => b.quantizeBlockwise8(sq, 0, sa, 0, sx, 0, id("uint8"), n, 64, code, 0)).toThrow(DTypeError);
-    const out = b.allocate("cpu", n * 4);
+    const out = b.allocate(testDevice(), n * 4);
     expect(() => b.dequantizeBlockwise8(out, 0, id("float32"), sq, 0, sa, 0, code, 0, n, 64)).not.toThrow();
     expect(() => b.dequantizeBlockwise8(out, 0, id("float32"), sq, 0, sa, 0, code, 0, n + 1, 64)).toThrow(ShapeError);
   });
@@ -324,11 +329,11 @@ describe("quantizeBlockwise8 / dequantizeBlockwise8", () => {
 
 // ---- LLM.int8 vectorwise -----------------------------------------------------------------------------------
 
-describe("int8VectorwiseQuant", () => {
+describeOnDevices("int8VectorwiseQuant", () => {
   function runInt8(x: Float32Array, rows: number, cols: number, threshold: number, dtype: FloatDType): void {
     const sx = storageOf(raw(x, dtype));
-    const CB = b.allocate("cpu", Math.max(rows * cols, 1));
-    const SCB = b.allocate("cpu", Math.max(rows * 4, 4));
+    const CB = b.allocate(testDevice(), Math.max(rows * cols, 1));
+    const SCB = b.allocate(testDevice(), Math.max(rows * 4, 4));
     const cols_ = b.int8VectorwiseQuant(CB, 0, SCB, 0, sx, 0, id(dtype), rows, cols, threshold);
     const want = int8VectorwiseQuant(raw(x, dtype), rows, cols, { threshold, dtype });
     expect(cols_).toEqual(want.outlierCols);
@@ -362,8 +367,8 @@ describe("int8VectorwiseQuant", () => {
 
   it("rejects bad arguments with typed errors", () => {
     const sx = storageOf(new Float32Array(12));
-    const CB = b.allocate("cpu", 12);
-    const SCB = b.allocate("cpu", 12);
+    const CB = b.allocate(testDevice(), 12);
+    const SCB = b.allocate(testDevice(), 12);
     expect(() => b.int8VectorwiseQuant(CB, 0, SCB, 0, sx, 0, id("float32"), 3, 4, 0)).not.toThrow();
     expect(() => b.int8VectorwiseQuant(CB, 0, SCB, 0, sx, 0, id("float32"), 3, 4, -1)).toThrow(ArgumentError);
     expect(() => b.int8VectorwiseQuant(CB, 0, SCB, 0, sx, 0, id("float32"), 4, 4, 0)).toThrow(ShapeError);
