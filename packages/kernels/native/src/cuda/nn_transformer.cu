@@ -323,7 +323,16 @@ int64_t embedding(int device, void* out, const void* weight, DType w_dt, const v
   if (n <= 0) return -1;
   const bool ids64 = ids_dt == DType::Int64;
   const int64_t row_bytes = dim * dtype_size(w_dt);
+  // Ids are checked before anything is written, so a bad id leaves `out` untouched (as on the CPU).
   DeviceIndexCheck check(device);
+  check_ids_kernel<<<grid_for(n, kThreads), kThreads, 0, stream(device)>>>(ids, ids64, n, vocab, check.ptr());
+  check_launch("embedding");
+  const IndexCheck r = check.read();
+  if (r.first_bad != kNoBadIndex) {
+    const int64_t pos = static_cast<int64_t>(r.first_bad);
+    *bad_id = nn_detail::fetch_index(device, ids, ids64, pos);
+    return pos;
+  }
   if (row_bytes > 0) {
     cudaStream_t st = stream(device);
     // Widest copy unit that divides the row and the alignment of both pointers.
@@ -339,15 +348,8 @@ int64_t embedding(int device, void* out, const void* weight, DType w_dt, const v
     else if (row_bytes % 4 == 0 && align % 4 == 0) launch(uint32_t{});
     else launch(uint16_t{});  // 16-bit rows of odd length (offsets are element-aligned)
     check_launch("embedding");
-  } else {  // empty rows: only the ids are checked
-    check_ids_kernel<<<grid_for(n, kThreads), kThreads, 0, stream(device)>>>(ids, ids64, n, vocab, check.ptr());
-    check_launch("embedding");
   }
-  const IndexCheck r = check.read();
-  if (r.first_bad == kNoBadIndex) return -1;
-  const int64_t pos = static_cast<int64_t>(r.first_bad);
-  *bad_id = nn_detail::fetch_index(device, ids, ids64, pos);
-  return pos;
+  return -1;
 }
 
 int64_t embedding_backward(int device, float* gw, const void* gy, DType gy_dt, const void* ids, DType ids_dt, int64_t n,
