@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../cuda_reciprocal.h"
 #include "common.cuh"
 #include "cuda_backend.h"
 #include "quant_kernels.h"
@@ -22,6 +23,10 @@ namespace lowbit::cuda::quant {
 namespace {
 
 constexpr unsigned kFull = 0xffffffffu;
+
+// The reciprocal's correction tables (cuda_reciprocal.h); all threads of a row read the same entry.
+__constant__ uint8_t c_rcp_up[128] = {LOWBIT_RCP_UP_BYTES};
+__constant__ uint8_t c_rcp_down[128] = {LOWBIT_RCP_DOWN_BYTES};
 
 bool aligned(const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
 
@@ -47,7 +52,8 @@ dim3 rows_grid(int64_t rows, int64_t cols, int threads) {
 // ---- vectorwise quantization (spec §12.1) --------------------------------------------------------------------------
 
 // One CUDA block per row (grid-stride): absmax over |x| < thr (all elements without split; NaN skipped), then
-// q = rint(clamp(fp32(x * fp32(127 / absmax)), -127, 127)) with NaN -> 0; outlier elements become 0 and set flags[c].
+// q = rint(clamp(fp32(x * fp32(127 * rcp(absmax))), -127, 127)) with NaN -> 0, rcp = bitsandbytes' reciprocal
+// (cuda_reciprocal.h, as the CPU); outlier elements become 0 and set flags[c].
 template <typename T>
 __global__ void __launch_bounds__(256) rowquant_kernel(int8_t* __restrict__ CB, float* __restrict__ SCB, const T* __restrict__ x,
                                                        int64_t rows, int64_t cols, bool split, float thr, uint8_t* __restrict__ flags) {
@@ -65,7 +71,8 @@ __global__ void __launch_bounds__(256) rowquant_kernel(int8_t* __restrict__ CB, 
     }
     am = block_max(am, smem);
     if (threadIdx.x == 0) SCB[r] = am;
-    const float scale = __fdiv_rn(127.0f, am);  // exact division; +inf for an all-zero row
+    // __fdividef(127, am) as bitsandbytes computes it (and the CPU): +inf for an all-zero row
+    const float scale = __fmul_rn(127.0f, cuda_reciprocal(am, c_rcp_up, c_rcp_down));
     int8_t* q = CB + r * cols;
     for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
       const float v = to_f(xr[c]);

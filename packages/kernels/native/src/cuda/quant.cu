@@ -1,8 +1,9 @@
 // CUDA blockwise quantizers of quant_kernels.h: NF4/FP4 quantize / dequantize, nested-absmax dequant, 8-bit blockwise
 // quantize / dequantize. Byte- and bit-identical to cpu/quant.cc: absmax is an fmaxf reduction from -FLT_MAX (NaN
-// skipped, padding never counted), r = __frcp_rn(absmax) (the IEEE reciprocal, equal to the CPU's 1.0f / absmax),
-// xs = __fmul_rn(x, r) (never contracted), the 4-bit codes by the same thresholds and the 8-bit codes by the CUDA
-// binary search of spec §11.2. The library is compiled without fast math, so subnormals are kept as on the CPU.
+// skipped, padding never counted), r = cuda_reciprocal(absmax) (bitsandbytes' fast-math reciprocal, the same function
+// and tables as the CPU, ../cuda_reciprocal.h), xs = __fmul_rn(x, r) (never contracted), the 4-bit codes by the same
+// thresholds and the 8-bit codes by the CUDA binary search of spec §11.2. The library is compiled without fast math,
+// so products keep subnormals as on the CPU.
 //
 // Work split: every thread owns 8 consecutive elements (one 16-byte load of 16-bit input, two of float32); a
 // quantization block of bs elements is a group of bs / 8 threads (4 .. 512), reduced with warp shuffles inside a warp
@@ -14,6 +15,7 @@
 #include <cstring>
 #include <string>
 
+#include "../cuda_reciprocal.h"
 #include "common.cuh"
 #include "quant_kernels.h"
 
@@ -22,6 +24,10 @@ namespace {
 
 constexpr unsigned kFull = 0xffffffffu;
 constexpr int kPer = 8;  // elements per thread
+
+// The reciprocal's correction tables (cuda_reciprocal.h); every thread of a group reads the same entry.
+__constant__ uint8_t c_rcp_up[128] = {LOWBIT_RCP_UP_BYTES};
+__constant__ uint8_t c_rcp_down[128] = {LOWBIT_RCP_DOWN_BYTES};
 
 // Up to 16 floats passed by value as a kernel parameter (codebooks, thresholds), copied to shared memory on entry.
 struct Table16 {
@@ -220,7 +226,8 @@ __global__ void __launch_bounds__(512) quantize_kernel(uint8_t* __restrict__ out
     }
     if (!active) continue;
     if (t == 0) absmax[b] = am;
-    const float r = __frcp_rn(am);  // IEEE 1/am: +inf for an all-zero block, so 0 * r = NaN -> code 0 (spec P2)
+    // +inf for an all-zero block, so 0 * r = NaN -> code 0 (spec P2)
+    const float r = cuda_reciprocal(am, c_rcp_up, c_rcp_down);
     if (KIND == kEight) {
       uint32_t c[kPer];
 #pragma unroll
@@ -230,7 +237,9 @@ __global__ void __launch_bounds__(512) quantize_kernel(uint8_t* __restrict__ out
         *reinterpret_cast<uint2*>(dst) = make_uint2(c[0] | (c[1] << 8) | (c[2] << 16) | (c[3] << 24),
                                                     c[4] | (c[5] << 8) | (c[6] << 16) | (c[7] << 24));
       } else {
-        for (int j = 0; j < valid; ++j) dst[j] = static_cast<uint8_t>(c[j]);
+#pragma unroll
+        for (int j = 0; j < kPer; ++j)  // constant indices keep c[] in registers
+          if (j < valid) dst[j] = static_cast<uint8_t>(c[j]);
       }
     } else {
       uint32_t word = 0;  // byte k = code[2k] << 4 | code[2k+1]; the zero padding codes as fp32(0 * r) (odd n)
@@ -245,7 +254,9 @@ __global__ void __launch_bounds__(512) quantize_kernel(uint8_t* __restrict__ out
         *reinterpret_cast<uint32_t*>(dst) = word;
       } else {
         const int nbytes = (valid + 1) >> 1;
-        for (int k = 0; k < nbytes; ++k) dst[k] = static_cast<uint8_t>(word >> (8 * k));
+#pragma unroll
+        for (int k = 0; k < kPer / 2; ++k)
+          if (k < nbytes) dst[k] = static_cast<uint8_t>(word >> (8 * k));
       }
     }
   }
@@ -293,7 +304,9 @@ __global__ void dequantize4_kernel(T* __restrict__ out, const uint8_t* __restric
     if (valid == kPer && vec_in) {
       w = __ldcs(reinterpret_cast<const unsigned int*>(packed + c * 4));
     } else {
-      for (int k = 0; k < (valid + 1) >> 1; ++k) w |= static_cast<uint32_t>(packed[c * 4 + k]) << (8 * k);
+#pragma unroll
+      for (int k = 0; k < kPer / 2; ++k)
+        if (k < (valid + 1) >> 1) w |= static_cast<uint32_t>(packed[c * 4 + k]) << (8 * k);
     }
     float v[kPer];
 #pragma unroll
@@ -301,7 +314,9 @@ __global__ void dequantize4_kernel(T* __restrict__ out, const uint8_t* __restric
     if (valid == kPer && vec_out) {
       store8(out + i, v);
     } else {
-      for (int j = 0; j < valid; ++j) out[i + j] = from_f<T>(v[j]);
+#pragma unroll
+      for (int j = 0; j < kPer; ++j)  // constant indices keep v[] in registers
+        if (j < valid) out[i + j] = from_f<T>(v[j]);
     }
   }
 }
@@ -337,7 +352,9 @@ __global__ void dequantize8_kernel(T* __restrict__ out, const uint8_t* __restric
     if (valid == kPer && vec_out) {
       store8(out + i, v);
     } else {
-      for (int j = 0; j < valid; ++j) out[i + j] = from_f<T>(v[j]);
+#pragma unroll
+      for (int j = 0; j < kPer; ++j)  // constant indices keep v[] in registers
+        if (j < valid) out[i + j] = from_f<T>(v[j]);
     }
   }
 }

@@ -1,7 +1,8 @@
 // Launchers of the CUDA bitsandbytes kernels (quant.cu, gemm4bit.cu, int8.cu) as plain C++ (no CUDA headers), called
 // by bind_linalg.cc after it has checked every argument. Same semantics as cpu/quant.h and cpu/linalg.h: the
-// quantizers are byte-identical to the CPU ones (IEEE reciprocal, separately rounded products, the same thresholds
-// and search), the dequantizers bit-identical, the GEMMs equal up to float32 summation order.
+// quantizers are byte-identical to the CPU ones (bitsandbytes' reciprocal of ../cuda_reciprocal.h, separately rounded
+// products, the same thresholds and search), the dequantizers bit-identical, the GEMMs equal up to float32 summation
+// order.
 // Every launcher takes raw device pointers of `device` (any byte offset the binding accepted: kernels use vector
 // loads only where the pointers allow them) and queues its kernels on cuda::stream(device) without waiting, except
 // int8_vectorwise_quant with a threshold, whose outlier column list must reach the host (one small device→host copy).
