@@ -286,7 +286,10 @@ function runGemm4(c: Gemm4Case): void {
     c.M, c.N, c.K, c.blocksize, QuantType[c.quantType], sbias, 0,
   );
   const ref = linearRef(x.values, wq, bias === null ? null : bias.values, c.M, c.N, c.K);
-  expectClose(readFloats(out, c.dtype, c.M * c.N), ref, c.dtype, 2e-6);
+  // The CPU evaluates in float32. The CUDA kernels multiply 16-bit activations by the weights in the
+  // activation dtype (like bitsandbytes' SIMT kernel, spec §17), so each product carries one 16-bit rounding.
+  const relErr = testDevice() === "cpu" || c.dtype === "float32" ? 2e-6 : c.dtype === "bfloat16" ? 8e-3 : 1e-3;
+  expectClose(readFloats(out, c.dtype, c.M * c.N), ref, c.dtype, relErr);
 }
 
 describeOnDevices("gemm4bit", () => {
