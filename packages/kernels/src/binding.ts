@@ -240,7 +240,10 @@ export interface Binding {
     dtype: number, outDtype: number, batch: number, M: number, N: number, K: number,
     transA: boolean, transB: boolean, strideA: number, strideB: number, strideOut: number, alpha: number, beta: number,
   ): void;
-  /** [async] The same as matmul, off the JS thread (CPU). */
+  /**
+   * [async] The same as matmul. CPU: runs off the JS thread. CUDA: queued on the device's stream from the JS
+   * thread (stream order is kept); the promise settles once the work is queued, or rejects if queuing fails.
+   */
   matmulAsync(
     out: Storage, outOffset: number, a: Storage, aOffset: number, b: Storage, bOffset: number,
     dtype: number, outDtype: number, batch: number, M: number, N: number, K: number,
@@ -250,7 +253,10 @@ export interface Binding {
   // ---- 4-bit (bitsandbytes NF4 / FP4) ------------------------------------------------------------
   /** [sync] Blockwise 4-bit quantization, the CUDA reference semantics (spec §3–§8): packed (ceil(n/2),) uint8, absmax (ceil(n/bs),) float32. Byte-identical to @lowbit/dtypes quantize4bit. */
   quantize4bit(packed: Storage, packedOffset: number, absmax: Storage, absmaxOffset: number, x: Storage, xOffset: number, dtype: number, n: number, blocksize: number, quantType: QuantTypeId): void;
-  /** [async] quantize4bit off the JS thread (loading quantizes while the event loop runs). */
+  /**
+   * [async] quantize4bit without blocking the event loop: off the JS thread on the CPU; on CUDA queued on the
+   * device's stream, settling once queued (like matmulAsync).
+   */
   quantize4bitAsync(packed: Storage, packedOffset: number, absmax: Storage, absmaxOffset: number, x: Storage, xOffset: number, dtype: number, n: number, blocksize: number, quantType: QuantTypeId): Promise<void>;
   /** [sync] out[i] = T(fp32(LUT[code_i] * absmax[i / bs])) for i < n. */
   dequantize4bit(out: Storage, outOffset: number, outDtype: number, packed: Storage, packedOffset: number, absmax: Storage, absmaxOffset: number, n: number, blocksize: number, quantType: QuantTypeId): void;
