@@ -102,4 +102,3 @@ export {
   type SafetensorsIndexEntry,
 } from "./offload.js";
 
-export { pythonJsonDumps, pythonJsonString } from "./python-json.js";

@@ -13,12 +13,11 @@ import { closeSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readF
 import { endianness } from "node:os";
 import { join } from "node:path";
 
-import { ArgumentError, DTYPES, DTypeError, describe, expected, type DType } from "@lowbit/dtypes";
+import { ArgumentError, DTYPES, DTypeError, describe, expected, pyJsonDumps, type DType, type PyJsonValue } from "@lowbit/dtypes";
 import { getBinding, type NativeStorage } from "@lowbit/kernels";
 import { Tensor, cast, contiguous, zeros } from "@lowbit/tensor";
 
 import { OffloadError } from "./errors.js";
-import { pythonJsonDumps } from "./python-json.js";
 
 /** A tensor written as `<name>.dat`. */
 export interface DatIndexEntry {
@@ -263,7 +262,8 @@ export function saveOffloadIndex(index: OffloadIndex | Readonly<Record<string, O
   const file = join(offloadFolder, "index.json");
   const merged: OffloadIndex = existsSync(file) ? readIndexFile(file) : new Map();
   for (const [k, v] of entries) merged.set(k, v);
-  const text = pythonJsonDumps(merged, 2);
+  // Entries hold only strings and integer arrays, which PyJsonValue covers.
+  const text = pyJsonDumps(merged as ReadonlyMap<string, unknown> as ReadonlyMap<string, PyJsonValue>, { indent: 2 });
   writeAtomic(file, offloadFolder, (fd) => writeAll(fd, new TextEncoder().encode(text)), null);
 }
 

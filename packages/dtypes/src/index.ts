@@ -38,5 +38,6 @@ export {
 export { INT8_DEQUANT_SCALE, int8VectorwiseDequant, int8VectorwiseQuant, type Int8Vectorwise, type Int8VectorwiseOptions } from "./int8.js";
 export { QuantState, checkQuantType, isQuantType, type NestedState, type QuantStateInit, type QuantType, type StateTensor } from "./quant-state.js";
 export { pyFloatRepr } from "./pyfloat.js";
+export { PyFloat, pyJsonDumps, pyJsonString, type PyJsonValue } from "./pyjson.js";
 export { cudaReciprocal } from "./reciprocal.js";
 export type { FloatArray, FloatDType } from "./validate.js";

@@ -26,7 +26,7 @@ export { QWEN2_DEFAULTS, parseQwen2Config, type Qwen2Config } from "./models/qwe
 export * from "./rope.js";
 export * from "./generation-config.js";
 export * from "./quantization-config.js";
-export { PyFloat, pyJsonDumps, type PyJsonValue } from "./pyjson.js";
+export { PyFloat, pyJsonDumps, type PyJsonValue } from "@lowbit/dtypes";
 export * from "./tokenizer.js";
 export * from "./generation/index.js";
 export * from "./perplexity.js";

@@ -9,7 +9,7 @@
 import { ArgumentError, describe } from "@lowbit/dtypes";
 import { isJsonObject, type JsonObject, type ModelDType } from "./config-base.js";
 import { ConfigError } from "./errors.js";
-import { PyFloat, pyJsonDumps, type PyJsonValue } from "./pyjson.js";
+import { PyFloat, pyJsonDumps, type PyJsonValue } from "@lowbit/dtypes";
 
 export type Bnb4bitQuantType = "fp4" | "nf4";
 /** Storage dtypes transformers accepts for the packed 4-bit tensor. */

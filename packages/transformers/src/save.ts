@@ -20,7 +20,7 @@ import { CONFIG_NAME } from "./config.js";
 import { SafetensorsError } from "./errors.js";
 import { GENERATION_CONFIG_NAME } from "./generation-config.js";
 import type { PreTrainedCausalLM } from "./modeling-utils.js";
-import { PyFloat, pyJsonDumps, type PyJsonValue } from "./pyjson.js";
+import { PyFloat, pyJsonDumps, type PyJsonValue } from "@lowbit/dtypes";
 import { SAFETENSORS_DTYPE_BITS, SAFETENSORS_INDEX_NAME, SAFETENSORS_WEIGHTS_NAME, type SafetensorsFormatDType } from "./safetensors.js";
 import { StrictJsonNumber, isStrictJsonObject, parseStrictJson, type StrictJsonValue } from "./strict-json.js";
 

@@ -4,7 +4,7 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { ArgumentError } from "@lowbit/dtypes";
-import { BitsAndBytesConfig, ConfigError, loadConfig, pyJsonDumps, PyFloat, type BitsAndBytesConfigInit } from "../src/index.js";
+import { BitsAndBytesConfig, ConfigError, loadConfig, type BitsAndBytesConfigInit } from "../src/index.js";
 import { localFixture, readJson, repoFixture } from "./helpers.js";
 
 interface BnbCase {
@@ -116,12 +116,5 @@ describe("BitsAndBytesConfig validation", () => {
     expect(priv.loadIn4bit).toBe(true);
     expect(priv.bnb4bitComputeDtype).toBe("float32");
     expect(priv.unusedKeys).toEqual(["some_new_key"]);
-  });
-});
-
-describe("pyJsonDumps", () => {
-  it("writes Python's json.dumps(indent=2, sort_keys=True) layout and float forms", () => {
-    const text = pyJsonDumps({ b: [1, "é"], a: new PyFloat(1e-5), c: {}, d: [], e: new PyFloat(10000), f: 0.02, g: 2 ** 70 });
-    expect(text).toBe('{\n  "a": 1e-05,\n  "b": [\n    1,\n    "\\u00e9"\n  ],\n  "c": {},\n  "d": [],\n  "e": 10000.0,\n  "f": 0.02,\n  "g": 1180591620717411303424\n}');
   });
 });
