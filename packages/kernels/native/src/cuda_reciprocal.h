@@ -7,10 +7,12 @@
 #include <cstdint>
 #include <cstring>
 
+#ifndef LOWBIT_HD
 #if defined(__CUDACC__)
 #define LOWBIT_HD __host__ __device__ __forceinline__
 #else
 #define LOWBIT_HD inline
+#endif
 #endif
 
 // Bit k (MSB first) of UP / DOWN: for mantissa k << 13 the approximation is one ulp above / below IEEE.

@@ -1,5 +1,5 @@
-// Native mirror of @lowbit/dtypes' dtype table (ids are a contract: packages/dtypes/src/table.ts)
-// plus scalar float16 / bfloat16 conversions (round to nearest even) used by every CPU kernel.
+// Native mirror of @lowbit/dtypes' dtype table (ids are a contract: packages/dtypes/src/table.ts),
+// the scalar conversions of convert.h, and float32 load / store helpers used by every CPU kernel.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -58,44 +58,12 @@ constexpr bool is_float16ish(DType d) { return d == DType::Float16 || d == DType
 // The float dtypes kernels compute in: float32, float16, bfloat16.
 constexpr bool is_compute_float(DType d) { return d == DType::Float32 || is_float16ish(d); }
 
-inline uint32_t f32_bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
-inline float bits_f32(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+}  // namespace lowbit
 
-// float32 -> bfloat16 bits, round to nearest even; NaN stays a quiet NaN with its sign.
-inline uint16_t f32_to_bf16(float f) {
-  uint32_t u = f32_bits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-inline float bf16_to_f32(uint16_t h) { return bits_f32(static_cast<uint32_t>(h) << 16); }
+// Scalar conversions (host and device), shared with the CUDA kernels.
+#include "convert.h"  // NOLINT(build/include_order): needs DType complete
 
-// float32 -> IEEE binary16 bits, round to nearest even, subnormals and overflow to inf exact.
-inline uint16_t f32_to_f16(float f) {
-  uint32_t u = f32_bits(f);
-  uint32_t sign = (u >> 16) & 0x8000u;
-  uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u | ((a >> 13) & 0x3ffu));  // NaN
-  if (a >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);                          // >= 65520 -> inf
-  if (a < 0x38800000u) {                                                                       // f16 subnormal or zero
-    // value * 2^24 rounded to nearest even gives the subnormal mantissa.
-    float v = bits_f32(a) * 16777216.0f;  // exact: scales by a power of two
-    float r = std::nearbyint(v);          // default rounding mode: nearest even
-    return static_cast<uint16_t>(sign | static_cast<uint32_t>(r));
-  }
-  uint32_t m = a + 0xfffu + ((a >> 13) & 1u);  // round mantissa to 10 bits
-  return static_cast<uint16_t>(sign | ((m - 0x38000000u) >> 13));
-}
-inline float f16_to_f32(uint16_t h) {
-  uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-  if (e == 0) {
-    float v = static_cast<float>(m) * 5.9604644775390625e-8f;  // m * 2^-24, exact
-    return bits_f32(f32_bits(v) | sign);
-  }
-  if (e == 31) return bits_f32(sign | 0x7f800000u | (m << 13));
-  return bits_f32(sign | ((e + 112u) << 23) | (m << 13));
-}
+namespace lowbit {
 
 // Load / store one element of a compute-float dtype as float32.
 inline float load_f(const void* p, DType d, int64_t i) {
