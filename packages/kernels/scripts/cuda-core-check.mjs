@@ -21,36 +21,21 @@
 // (about 20 s on an H100, benchmarks included).
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 
+import { addonPathFrom, loadAddon, ArgumentError, DTypeError, ShapeError, DeviceError, OutOfMemoryError, assert, throwsClass } from "./check-harness.mjs";
+
 const scriptPath = fileURLToPath(import.meta.url);
-const packageDir = resolve(dirname(scriptPath), "..");
 const flags = new Set(process.argv.slice(2).filter((a) => a.startsWith("--")));
 const positional = process.argv.slice(2).filter((a) => !a.startsWith("--"));
 const small = flags.has("--small");
 const fallbackChild = flags.has("--fallback-child"); // internal: the LOWBIT_CUBLAS=0 child process
-const addonPath = resolve(positional[0] ?? process.env.LOWBIT_KERNELS_PATH ?? join(packageDir, "build", "Release", "lowbit_kernels.node"));
-const b = createRequire(import.meta.url)(addonPath);
+const addonPath = addonPathFrom(positional[0]);
+const b = loadAddon(addonPath);
 
-// Stand-ins for the classes of @lowbit/kernels' errors.ts: only the class identity matters here.
-class ArgumentError extends Error {}
-class DTypeError extends Error {}
-class ShapeError extends Error {}
-class DisposedError extends Error {}
-class DeviceError extends Error {}
-class FileError extends Error {}
-class OutOfMemoryError extends Error {
-  constructor(message, requestedBytes, freeBytes) {
-    super(message);
-    this.requestedBytes = requestedBytes;
-    this.freeBytes = freeBytes;
-  }
-}
-b.initialize({ ArgumentError, DTypeError, ShapeError, DisposedError, DeviceError, OutOfMemoryError, FileError });
 
 const DEV = "cuda:0";
 // Dtype ids of @lowbit/dtypes' table.
@@ -70,19 +55,6 @@ async function check(name, fn) {
     failures++;
     console.log(`${prefix}FAIL ${name}: ${error instanceof Error ? error.stack : String(error)}`);
   }
-}
-function assert(condition, message) {
-  if (!condition) throw new Error(message);
-}
-function throwsClass(fn, cls, pattern) {
-  try {
-    fn();
-  } catch (error) {
-    assert(error instanceof cls, `expected ${cls.name} but got ${error?.constructor?.name}: ${error?.message}`);
-    if (pattern) assert(pattern.test(error.message), `message "${error.message}" does not match ${pattern}`);
-    return error;
-  }
-  throw new Error(`expected ${cls.name} but nothing was thrown`);
 }
 
 // ---- helpers ---------------------------------------------------------------------------------------------------

@@ -18,33 +18,17 @@
 //   /usr/local/cuda/bin/compute-sanitizer --tool memcheck /tmp/node scripts/cuda-nn-check.mjs $A --no-timing
 //
 // Prints one PASS / FAIL line per case and a summary; exits non-zero when a case failed.
-import { createRequire } from "node:module";
-import { dirname, join, resolve } from "node:path";
+import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { fileURLToPath } from "node:url";
+
+import { addonPathFrom, loadAddon, ArgumentError, ShapeError, DeviceError } from "./check-harness.mjs";
 
 const args = process.argv.slice(2);
 const timing = !args.includes("--no-timing");
 const positional = args.filter((a) => !a.startsWith("--"));
-const packageDir = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const addonPath = resolve(positional[0] ?? process.env.LOWBIT_KERNELS_PATH ?? join(packageDir, "build", "Release", "lowbit_kernels.node"));
-const b = createRequire(import.meta.url)(addonPath);
+const addonPath = addonPathFrom(positional[0]);
+const b = loadAddon(addonPath);
 
-// Stand-ins for the classes of @lowbit/kernels' errors.ts: only the class identity matters here.
-class ArgumentError extends Error {}
-class DTypeError extends Error {}
-class ShapeError extends Error {}
-class DisposedError extends Error {}
-class DeviceError extends Error {}
-class FileError extends Error {}
-class OutOfMemoryError extends Error {
-  constructor(message, requestedBytes, freeBytes) {
-    super(message);
-    this.requestedBytes = requestedBytes;
-    this.freeBytes = freeBytes;
-  }
-}
-b.initialize({ ArgumentError, DTypeError, ShapeError, DisposedError, DeviceError, OutOfMemoryError, FileError });
 
 // LOWBIT_NN_CHECK_DEVICE=cpu compares the CPU with itself: a dry run of this script on a machine without a GPU.
 const GPU = process.env.LOWBIT_NN_CHECK_DEVICE ?? "cuda:0";

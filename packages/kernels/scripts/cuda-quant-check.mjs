@@ -12,33 +12,17 @@
 //   LOWBIT_CHECK_VERBOSE=1  prints every gemm4bit case with its time
 //
 // Prints one line per check; exits non-zero when any check failed.
-import { createRequire } from "node:module";
-import { dirname, join, resolve } from "node:path";
+import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { fileURLToPath } from "node:url";
 
-const packageDir = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const addonPath = resolve(process.argv[2] ?? process.env.LOWBIT_KERNELS_PATH ?? join(packageDir, "build", "Release", "lowbit_kernels.node"));
-const b = createRequire(import.meta.url)(addonPath);
+import { addonPathFrom, loadAddon, ArgumentError, DTypeError, ShapeError, DeviceError, assert, throwsClass } from "./check-harness.mjs";
+
+const addonPath = addonPathFrom(process.argv[2]);
+const b = loadAddon(addonPath);
 const SMALL = process.env.LOWBIT_CHECK_SMALL === "1";
 const ONLY = process.env.LOWBIT_CHECK_ONLY ? new RegExp(process.env.LOWBIT_CHECK_ONLY) : null;
 const VERBOSE = process.env.LOWBIT_CHECK_VERBOSE === "1";
 
-// Stand-ins for the classes of @lowbit/kernels' errors.ts: only the class identity matters here.
-class ArgumentError extends Error {}
-class DTypeError extends Error {}
-class ShapeError extends Error {}
-class DisposedError extends Error {}
-class DeviceError extends Error {}
-class FileError extends Error {}
-class OutOfMemoryError extends Error {
-  constructor(message, requestedBytes, freeBytes) {
-    super(message);
-    this.requestedBytes = requestedBytes;
-    this.freeBytes = freeBytes;
-  }
-}
-b.initialize({ ArgumentError, DTypeError, ShapeError, DisposedError, DeviceError, OutOfMemoryError, FileError });
 
 const F32 = 0, F16 = 1, BF16 = 2, I8 = 5, U8 = 6;
 const DT_NAME = { [F32]: "f32", [F16]: "f16", [BF16]: "bf16" };
@@ -58,19 +42,6 @@ async function check(name, fn) {
     failures++;
     console.log(`FAIL ${name} ${took()}: ${error instanceof Error ? error.stack : String(error)}`);
   }
-}
-function assert(condition, message) {
-  if (!condition) throw new Error(message);
-}
-function throwsClass(fn, cls, pattern) {
-  try {
-    fn();
-  } catch (error) {
-    assert(error instanceof cls, `expected ${cls.name} but got ${error?.constructor?.name}: ${error?.message}`);
-    if (pattern) assert(pattern.test(error.message), `message "${error.message}" does not match ${pattern}`);
-    return error;
-  }
-  throw new Error(`expected ${cls.name} but nothing was thrown`);
 }
 
 // ---- data ----------------------------------------------------------------------------------------------------------

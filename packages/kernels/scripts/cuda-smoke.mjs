@@ -9,30 +9,14 @@
 //
 // Prints one line per check and exits non-zero on the first failure.
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 
-const packageDir = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const addonPath = resolve(process.argv[2] ?? process.env.LOWBIT_KERNELS_PATH ?? join(packageDir, "build", "Release", "lowbit_kernels.node"));
-const b = createRequire(import.meta.url)(addonPath);
+import { addonPathFrom, loadAddon, ShapeError, DisposedError, DeviceError, FileError, OutOfMemoryError, assert, throwsClass } from "./check-harness.mjs";
 
-// Stand-ins for the classes of @lowbit/kernels' errors.ts: only the class identity matters here.
-class ArgumentError extends Error {}
-class DTypeError extends Error {}
-class ShapeError extends Error {}
-class DisposedError extends Error {}
-class DeviceError extends Error {}
-class FileError extends Error {}
-class OutOfMemoryError extends Error {
-  constructor(message, requestedBytes, freeBytes) {
-    super(message);
-    this.requestedBytes = requestedBytes;
-    this.freeBytes = freeBytes;
-  }
-}
-b.initialize({ ArgumentError, DTypeError, ShapeError, DisposedError, DeviceError, OutOfMemoryError, FileError });
+const addonPath = addonPathFrom(process.argv[2]);
+const b = loadAddon(addonPath);
+
 
 let failures = 0;
 function check(name, fn) {
@@ -52,19 +36,6 @@ async function checkAsync(name, fn) {
     failures++;
     console.log(`FAIL ${name}: ${error instanceof Error ? error.stack : String(error)}`);
   }
-}
-function assert(condition, message) {
-  if (!condition) throw new Error(message);
-}
-function throwsClass(fn, cls, pattern) {
-  try {
-    fn();
-  } catch (error) {
-    assert(error instanceof cls, `expected ${cls.name} but got ${error?.constructor?.name}: ${error?.message}`);
-    if (pattern) assert(pattern.test(error.message), `message "${error.message}" does not match ${pattern}`);
-    return error;
-  }
-  throw new Error(`expected ${cls.name} but nothing was thrown`);
 }
 function pattern(n, seed) {
   const a = new Uint8Array(n);
