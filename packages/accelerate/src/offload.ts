@@ -8,13 +8,12 @@
 //
 // Files are written to a temporary name in the same folder, flushed, then renamed, so a reader never
 // sees a half-written tensor or index. Reads map the file (zero-copy, getBinding().mapFile).
-import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, statSync } from "node:fs";
 import { endianness } from "node:os";
 import { join } from "node:path";
 
 import { ArgumentError, DTYPES, DTypeError, describe, expected, pyJsonDumps, type DType, type PyJsonValue } from "@lowbit/dtypes";
-import { getBinding, type NativeStorage } from "@lowbit/kernels";
+import { getBinding, writeAll, writeFileAtomic, type NativeStorage } from "@lowbit/kernels";
 import { Tensor, cast, contiguous, zeros } from "@lowbit/tensor";
 
 import { OffloadError } from "./errors.js";
@@ -86,32 +85,14 @@ function checkWeightName(name: unknown, argName: string): string {
   return name;
 }
 
-/** Writes `chunks` to `target` through a temporary file in the same folder, then renames it into place. */
-function writeAtomic(target: string, folder: string, write: (fd: number) => void, tensorName: string | null): void {
-  const tmp = join(folder, `.lowbit-tmp-${process.pid}-${randomBytes(6).toString("hex")}`);
-  let fd: number | null = null;
+/** Writes `target` atomically (temp file + rename, @lowbit/kernels' writeFileAtomic), as an OffloadError on failure. */
+function writeAtomic(target: string, write: (fd: number) => void, tensorName: string | null): void {
   try {
-    fd = openSync(tmp, "wx");
-    write(fd);
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = null;
-    renameSync(tmp, target);
+    writeFileAtomic(target, write);
   } catch (err) {
-    if (fd !== null) closeSync(fd);
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // The temporary file may not exist (open failed); nothing to clean.
-    }
     if (err instanceof OffloadError) throw err;
     throw new OffloadError(`Could not write ${target}: ${(err as Error).message}`, target, tensorName, { cause: err });
   }
-}
-
-function writeAll(fd: number, bytes: Uint8Array): void {
-  let off = 0;
-  while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
 }
 
 const CHUNK = 64 * 1024 * 1024;
@@ -175,7 +156,7 @@ export function offloadWeight(weight: Tensor | RawWeight, weightName: string, of
   } else {
     throw new ArgumentError(expected("a Tensor or { data, shape, dtype }", `offloadWeight("${name}")'s weight`, weight));
   }
-  writeAtomic(target, offloadFolder, write, name);
+  writeAtomic(target, write, name);
   index.set(name, { dtype: NUMPY_NAME[dtype]!, shape });
   return index;
 }
@@ -264,7 +245,7 @@ export function saveOffloadIndex(index: OffloadIndex | Readonly<Record<string, O
   for (const [k, v] of entries) merged.set(k, v);
   // Entries hold only strings and integer arrays, which PyJsonValue covers.
   const text = pyJsonDumps(merged as ReadonlyMap<string, unknown> as ReadonlyMap<string, PyJsonValue>, { indent: 2 });
-  writeAtomic(file, offloadFolder, (fd) => writeAll(fd, new TextEncoder().encode(text)), null);
+  writeAtomic(file, (fd) => writeAll(fd, new TextEncoder().encode(text)), null);
 }
 
 /** accelerate's offload_state_dict: creates the folder, writes every tensor, then merges the index. */

@@ -43,6 +43,7 @@ export {
   ShapeError,
 } from "./errors.js";
 export { BUILD_COMMAND, LOCAL_BUILD_PATH, type LoadKernelsOptions } from "./loader.js";
+export { writeAll, writeFileAtomic } from "./files.js";
 
 // Every storage is Disposable: `using s = binding.allocate("cpu", n)` frees it at the end of the scope.
 declare module "./binding.js" {

@@ -8,10 +8,10 @@
 // (zero-size tensors take no bytes); end - begin = numel × itemsize; the data region ends at the end of the file.
 // This module does not read tensor data lazily or map files; the model loader reads the ranges it needs.
 
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
-import { basename, dirname, isAbsolute, join, posix, relative, resolve } from "node:path";
-import { randomBytes } from "node:crypto";
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from "node:fs";
+import { isAbsolute, join, posix, relative, resolve } from "node:path";
 import { DTYPES, describe, dtypeFromSafetensors, isDType, type DType } from "@lowbit/dtypes";
+import { writeAll, writeFileAtomic } from "@lowbit/kernels";
 import { SafetensorsError } from "./errors.js";
 import { describeStrictJson, isStrictJsonObject, parseStrictJson, StrictJsonError, StrictJsonNumber, type StrictJsonValue } from "./strict-json.js";
 
@@ -395,23 +395,9 @@ export function serializeSafetensors(tensors: Readonly<Record<string, Safetensor
 export function writeSafetensors(path: string, tensors: Readonly<Record<string, SafetensorsWriteTensor>>, metadata?: Readonly<Record<string, string>>): void {
   if (typeof path !== "string" || path.length === 0) throw new SafetensorsError(ARG, `expected path to be a non-empty string but received ${describe(path)}`);
   const bytes = serializeSafetensors(tensors, metadata);
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
-  let fd: number | null = null;
   try {
-    fd = openSync(tmp, "wx");
-    let written = 0;
-    while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written);
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = null;
-    renameSync(tmp, path);
+    writeFileAtomic(path, (fd) => writeAll(fd, bytes));
   } catch (cause) {
-    if (fd !== null) closeSync(fd);
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // The temporary file was never created or is already gone.
-    }
     throw new SafetensorsError(path, `could not be written (${(cause as Error).message})`, { cause });
   }
 }

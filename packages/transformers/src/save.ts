@@ -10,11 +10,10 @@
 // time from their device, so saving never holds more than one tensor's bytes on the host. The safetensors layout is
 // the Rust crate's (the same bytes as ./safetensors.ts serializeSafetensors).
 
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
-import { randomBytes } from "node:crypto";
-import { basename, dirname, join } from "node:path";
+import { existsSync, mkdirSync, readdirSync, statSync, unlinkSync } from "node:fs";
+import { join } from "node:path";
 import { ArgumentError, DTYPES, STORAGE_ARRAY, describe, type DType } from "@lowbit/dtypes";
-import { getBinding } from "@lowbit/kernels";
+import { getBinding, writeAll, writeFileAtomic } from "@lowbit/kernels";
 import type { Tensor } from "@lowbit/tensor";
 import { CONFIG_NAME } from "./config.js";
 import { SafetensorsError } from "./errors.js";
@@ -52,31 +51,13 @@ export function parseShardSize(size: number | string): number {
   throw new ArgumentError(`Expected a positive byte count or a size such as "5GB" for maxShardSize but received ${describe(size)}`);
 }
 
-/** Writes `data` to `path` atomically: a temporary file in the same folder, flushed, renamed over `path`. */
+/** Writes `path` atomically (temp file + rename, @lowbit/kernels' writeFileAtomic), as a SafetensorsError on failure. */
 function writeAtomic(path: string, write: (fd: number) => void): void {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
-  let fd: number | null = null;
   try {
-    fd = openSync(tmp, "wx");
-    write(fd);
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = null;
-    renameSync(tmp, path);
+    writeFileAtomic(path, write);
   } catch (cause) {
-    if (fd !== null) closeSync(fd);
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // The temporary file was never created or is already gone.
-    }
     throw new SafetensorsError(path, `could not be written (${(cause as Error).message})`, { cause });
   }
-}
-
-function writeAll(fd: number, bytes: Uint8Array): void {
-  let done = 0;
-  while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
 }
 
 function writeTextAtomic(path: string, text: string): void {
