@@ -192,7 +192,8 @@ export interface Binding {
   ): void;
   /**
    * [sync] Scaled dot-product attention with GQA. q (B, Hq, Tq, D); k, v (B, Hkv, S, D) where S is the
-   * cache capacity and the first Tk positions are valid; out (B, Hq, Tq, D). Query i sits at absolute
+   * cache capacity (the row pitch) and the first Tk positions are read, so k / v need ((B·Hkv − 1)·S + Tk)·D
+   * elements after their offsets (a window of a cache may start past its first key); out (B, Hq, Tq, D). Query i sits at absolute
    * position qStart + i; with `causal` it sees keys j <= qStart + i. `mask` (B, Tk) uint8 (1 = attend,
    * 0 = padding) or null. `lse` (B, Hq, Tq) float32 receives the log-sum-exp for the backward pass, or null.
    * Rows that see no key produce zeros.
@@ -211,8 +212,12 @@ export interface Binding {
     dtype: number, B: number, Hq: number, Hkv: number, Tq: number, Tk: number, S: number, D: number,
     scale: number, causal: boolean, qStart: number, mask: Storage | null, maskOffset: number,
   ): void;
-  /** [sync] out (n, dim) = weight[ids[i]]; ids int32/int64 checked against vocab. */
-  embedding(out: Storage, outOffset: number, weight: Storage, weightOffset: number, wDtype: number, ids: Storage, idsOffset: number, idsDtype: number, n: number, dim: number, vocab: number): void;
+  /**
+   * [sync] out (n, dim) = weight[ids[i]]; ids int32/int64 checked against vocab (ArgumentError, out untouched). With
+   * `deferCheck` on CUDA the call does not wait for the device: rows of bad ids are written as zeros and the first bad
+   * id is thrown (ArgumentError) by the next device→host copy or synchronize of that device. The CPU always checks now.
+   */
+  embedding(out: Storage, outOffset: number, weight: Storage, weightOffset: number, wDtype: number, ids: Storage, idsOffset: number, idsDtype: number, n: number, dim: number, vocab: number, deferCheck?: boolean): void;
   /** [sync] gw (vocab, dim) float32 += scatter of gy (n, dim). */
   embeddingBackward(gw: Storage, gwOffset: number, gy: Storage, gyOffset: number, gyDtype: number, ids: Storage, idsOffset: number, idsDtype: number, n: number, dim: number, vocab: number): void;
   /**

@@ -724,6 +724,39 @@ describeOnDevices("embedding", () => {
       "Expected one of int32, int64 for idsDtype but received float32",
     );
   });
+
+  it("deferCheck: the CPU still checks at once; CUDA writes zero rows and reports the first bad id at the next download", () => {
+    const w = put("float32", uniform(makeRng(2), vocab * dim, -1, 1));
+    const out = put("float32", new Array<number>(4 * dim).fill(3));
+    const bad = putInts("int64", [1, 2, 50, -1]);
+    const good = putInts("int32", [4, 0, 49, 7]);
+    const want = [4, 0, 49, 7].flatMap((t) => Array.from(w.values.subarray(t * dim, (t + 1) * dim)));
+    if (testDevice() === "cpu") {
+      expectError(
+        () => binding.embedding(out.storage, 0, w.storage, 0, id("float32"), bad, 0, id("int64"), 4, dim, vocab, true),
+        ArgumentError,
+        "Expected an id in [0, 50) (the vocabulary size) for ids[2] but received 50",
+      );
+    } else {
+      // Queued without waiting; a second bad call before the report does not replace the first error.
+      binding.embedding(out.storage, 0, w.storage, 0, id("float32"), bad, 0, id("int64"), 4, dim, vocab, true);
+      binding.embedding(out.storage, 0, w.storage, 0, id("float32"), putInts("int32", [-3]), 0, id("int32"), 1, dim, vocab, true);
+      expectError(
+        () => get("float32", out.storage, 4 * dim),
+        ArgumentError,
+        `Expected an id in [0, 50) for embedding's ids[2] on ${testDevice()} but received 50 (checked on the device and reported at this synchronisation; the rows of bad ids were written as zeros)`,
+      );
+      // Reported once: the next read succeeds and shows the zero rows of the bad ids (row 0 was rewritten by the
+      // second call, whose id -3 was also bad).
+      const after = Array.from(get("float32", out.storage, 4 * dim));
+      expect(after.slice(0, dim).every((v) => v === 0)).toBe(true);
+      expect(after.slice(dim, 2 * dim)).toEqual(Array.from(w.values.subarray(2 * dim, 3 * dim)));
+      expect(after.slice(2 * dim).every((v) => v === 0)).toBe(true);
+    }
+    // Good ids after a deferred error: the device keeps working and nothing is reported.
+    binding.embedding(out.storage, 0, w.storage, 0, id("float32"), good, 0, id("int32"), 4, dim, vocab, true);
+    expect(Array.from(get("float32", out.storage, 4 * dim))).toEqual(want);
+  });
 });
 
 // ---- cross-entropy ------------------------------------------------------------------------------------------

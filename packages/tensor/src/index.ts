@@ -70,7 +70,7 @@ export {
   unsqueeze,
   view,
 } from "./ops/views.js";
-export { crossEntropy, dropout, embedding, logSoftmax, rmsNorm, rope, ropeInvFreq, softmax, type CrossEntropyOptions } from "./ops/nn.js";
+export { crossEntropy, dropout, embedding, logSoftmax, rmsNorm, rope, ropeInvFreq, softmax, type CrossEntropyOptions, type EmbeddingOptions } from "./ops/nn.js";
 export { KVCache, scaledDotProductAttention, type AttentionOptions, type KVCacheOptions } from "./ops/attention.js";
 
 export { Module, StateDictError, type LoadStateDictOptions, type LoadStateDictResult, type StateDict } from "./nn/module.js";

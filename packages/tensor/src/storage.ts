@@ -5,12 +5,15 @@ import type { NativeStorage } from "@lowbit/kernels";
 
 export class StorageRef {
   readonly storage: NativeStorage;
+  /** The storage's device, read once: the native getter builds a new string per call, and every op asks for it. */
+  readonly device: string;
   #refs = 1;
   /** External storages (owned by the caller, e.g. a shared file mapping) are never freed here. */
   readonly external: boolean;
 
   constructor(storage: NativeStorage, external = false) {
     this.storage = storage;
+    this.device = storage.device;
     this.external = external;
   }
 

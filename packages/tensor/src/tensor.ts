@@ -83,7 +83,7 @@ export class Tensor implements Scoped {
   // ---- metadata ------------------------------------------------------------------------------
 
   get device(): Device {
-    return this.#live("device").storage.device;
+    return this.#live("device").device;
   }
 
   /** The native storage (throws DisposedError after dispose). */

@@ -297,34 +297,58 @@ export interface CausalLMOutput {
   logits: Tensor;
 }
 
-/** The validated, host-side form of one forward call's inputs. */
+/**
+ * The validated form of one forward call's inputs. Nested arrays and CPU tensors are read and checked on the host;
+ * tensors on a CUDA device stay there (shape and dtype are checked, values are not read back), so a decode step
+ * whose inputs already live on the GPU never waits for it: ids are range-checked by the embedding kernel and an
+ * out-of-range id is reported by the next device→host copy (see `embedding`'s deferIdCheck).
+ */
 export interface PreparedInput {
   readonly batch: number;
   /** New positions T. */
   readonly length: number;
   /** Cached positions P before this call. */
   readonly past: number;
-  /** (B, T) ids, row-major. */
-  readonly ids: Int32Array;
-  /** (B, T) rotary positions, row-major, or null for the default P..P+T-1. */
+  /** (B, T) ids, row-major and checked against the vocabulary, or null when `idsTensor` holds them. */
+  readonly ids: Int32Array | null;
+  /** (B, T) int32 / int64 ids on a CUDA device (values checked on the device), or null. */
+  readonly idsTensor: Tensor | null;
+  /** (B, T) rotary positions, row-major; null for the default P..P+T-1 or when `positionsTensor` holds them. */
   readonly positions: Int32Array | null;
-  /** (B, P + T) padding mask, row-major, or null when every key is attended. */
+  /** (B, T) int32 / int64 rotary positions on a CUDA device, or null. */
+  readonly positionsTensor: Tensor | null;
+  /** (B, P + T) padding mask, row-major, or null when every key is attended or `maskTensor` holds it. */
   readonly mask: Uint8Array | null;
-  /** Largest position id + 1 (what dynamic RoPE sizes itself by). */
-  readonly seqLen: number;
+  /** (B, P + T) uint8 / bool / int32 / int64 padding mask on a CUDA device (non-zero = attend), or null. */
+  readonly maskTensor: Tensor | null;
+  /** Largest position id + 1 (what dynamic RoPE sizes itself by); null when only `positionsTensor` knows it. */
+  readonly seqLen: number | null;
   readonly cache: DecoderKVCache | null;
   readonly logitsToKeep: number;
 }
 
-/** Reads a (rows, cols) integer matrix from nested arrays or a tensor; cols = -1 accepts any equal width. */
+/** Checks a (rows, cols) tensor argument's rank and shape; cols = -1 accepts any width. */
+function checkMatrixShape(value: Tensor, name: string, rows: number, cols: number): [number, number] {
+  if (value.disposed) throw new ArgumentError(`forward: ${name} was disposed`);
+  if (value.ndim !== 2) throw new ShapeError(`forward: expected ${name} to be 2-D (batch, positions) but received shape [${value.shape.join(", ")}]`);
+  const [r, c] = value.shape as [number, number];
+  if ((rows >= 0 && r !== rows) || (cols >= 0 && c !== cols)) {
+    throw new ShapeError(`forward: expected ${name} of shape [${rows >= 0 ? rows : "B"}, ${cols >= 0 ? cols : "T"}] but received [${r}, ${c}]`);
+  }
+  return [r, c];
+}
+
+/** A tensor argument that stays on its CUDA device: shape and dtype checked, values left where they are. */
+function deviceMatrix(value: Tensor, name: string, rows: number, cols: number, dtypes: readonly DType[]): { t: Tensor; rows: number; cols: number } {
+  const [r, c] = checkMatrixShape(value, name, rows, cols);
+  if (!dtypes.includes(value.dtype)) throw new DTypeError(expected(`a ${dtypes.join(" / ")} tensor`, `forward's ${name} on ${value.device}`, value.dtype));
+  return { t: value, rows: r, cols: c };
+}
+
+/** Reads a (rows, cols) integer matrix from nested arrays or a CPU tensor; cols = -1 accepts any equal width. */
 function readMatrix(value: IdMatrix, name: string, rows: number, cols: number): { data: Int32Array; rows: number; cols: number } {
   if (value instanceof Tensor) {
-    if (value.disposed) throw new ArgumentError(`forward: ${name} was disposed`);
-    if (value.ndim !== 2) throw new ShapeError(`forward: expected ${name} to be 2-D (batch, positions) but received shape [${value.shape.join(", ")}]`);
-    const [r, c] = value.shape as [number, number];
-    if ((rows >= 0 && r !== rows) || (cols >= 0 && c !== cols)) {
-      throw new ShapeError(`forward: expected ${name} of shape [${rows >= 0 ? rows : "B"}, ${cols >= 0 ? cols : "T"}] but received [${r}, ${c}]`);
-    }
+    const [r, c] = checkMatrixShape(value, name, rows, cols);
     const host = value.toTypedArray();
     if (!(host instanceof Int32Array || host instanceof BigInt64Array || host instanceof Uint8Array || host instanceof Int8Array || host instanceof Int16Array)) {
       throw new DTypeError(expected("an integer or bool tensor", `forward's ${name}`, value.dtype));
@@ -357,17 +381,37 @@ function readMatrix(value: IdMatrix, name: string, rows: number, cols: number): 
   return { data, rows: r, cols: c };
 }
 
+/** Whether an input stays on its device (a tensor on a CUDA device) instead of being read on the host. */
+function onDevice(value: unknown): value is Tensor {
+  return value instanceof Tensor && !value.disposed && value.device !== "cpu";
+}
+
+const ID_DTYPES: readonly DType[] = ["int32", "int64"];
+const MASK_DTYPES: readonly DType[] = ["uint8", "bool", "int32", "int64"];
+
 /** Validates a forward call's inputs against the model and its cache (nothing is allocated on a device). */
 export function prepareInput(input: CausalLMInput, vocabSize: number, layerCount: number): PreparedInput {
   if (typeof input !== "object" || input === null) throw new ArgumentError(expected("an object { inputIds, attentionMask?, positionIds?, cache? }", "forward's input", input));
-  const ids = readMatrix(input.inputIds, "inputIds", -1, -1);
-  const B = ids.rows;
-  const T = ids.cols;
-  if (T === 0) throw new ShapeError("forward: inputIds has no positions (T = 0)");
-  for (let i = 0; i < ids.data.length; i++) {
-    const v = ids.data[i]!;
-    if (v < 0 || v >= vocabSize) throw new ArgumentError(expected(`a token id in [0, ${vocabSize - 1}]`, `forward's inputIds[${Math.floor(i / T)}][${i % T}]`, v));
+  let ids: Int32Array | null = null;
+  let idsTensor: Tensor | null = null;
+  let B: number;
+  let T: number;
+  if (onDevice(input.inputIds)) {
+    const m = deviceMatrix(input.inputIds, "inputIds", -1, -1, ID_DTYPES);
+    idsTensor = m.t;
+    B = m.rows;
+    T = m.cols;
+  } else {
+    const m = readMatrix(input.inputIds, "inputIds", -1, -1);
+    B = m.rows;
+    T = m.cols;
+    ids = m.data;
+    for (let i = 0; i < ids.length; i++) {
+      const v = ids[i]!;
+      if (v < 0 || v >= vocabSize) throw new ArgumentError(expected(`a token id in [0, ${vocabSize - 1}]`, `forward's inputIds[${Math.floor(i / T)}][${i % T}]`, v));
+    }
   }
+  if (T === 0) throw new ShapeError("forward: inputIds has no positions (T = 0)");
   const given = input.cache ?? null;
   if (given !== null && !(given instanceof DecoderKVCache)) throw new ArgumentError(expected("a DecoderKVCache from model.createCache()", "forward's cache", given));
   const cache = given;
@@ -381,8 +425,14 @@ export function prepareInput(input: CausalLMInput, vocabSize: number, layerCount
   }
   const Tk = past + T;
   let mask: Uint8Array | null = null;
-  if (input.attentionMask !== undefined && input.attentionMask !== null) {
-    const m = readMatrix(input.attentionMask, "attentionMask", B, -1);
+  let maskTensor: Tensor | null = null;
+  const am = input.attentionMask;
+  if (am !== undefined && am !== null && onDevice(am)) {
+    const m = deviceMatrix(am, "attentionMask", B, -1, MASK_DTYPES);
+    if (m.cols !== Tk) throw new ShapeError(`forward: expected attentionMask of shape [${B}, ${Tk}] (${past} cached + ${T} new positions) but received [${m.rows}, ${m.cols}]`);
+    maskTensor = m.t;
+  } else if (am !== undefined && am !== null) {
+    const m = readMatrix(am, "attentionMask", B, -1);
     if (m.cols !== Tk) {
       throw new ShapeError(`forward: expected attentionMask of shape [${B}, ${Tk}] (${past} cached + ${T} new positions) but received [${m.rows}, ${m.cols}]`);
     }
@@ -397,9 +447,14 @@ export function prepareInput(input: CausalLMInput, vocabSize: number, layerCount
     if (all) mask = null; // nothing is padded: the plain causal path
   }
   let positions: Int32Array | null = null;
-  let seqLen = Tk;
-  if (input.positionIds !== undefined && input.positionIds !== null) {
-    positions = readMatrix(input.positionIds, "positionIds", B, T).data;
+  let positionsTensor: Tensor | null = null;
+  let seqLen: number | null = Tk;
+  const pi = input.positionIds;
+  if (pi !== undefined && pi !== null && onDevice(pi)) {
+    positionsTensor = deviceMatrix(pi, "positionIds", B, T, ID_DTYPES).t;
+    seqLen = null; // only read back if dynamic RoPE asks (ForwardContext.seqLen)
+  } else if (pi !== undefined && pi !== null) {
+    positions = readMatrix(pi, "positionIds", B, T).data;
     let maxPos = 0;
     for (let i = 0; i < positions.length; i++) {
       const v = positions[i]!;
@@ -410,65 +465,105 @@ export function prepareInput(input: CausalLMInput, vocabSize: number, layerCount
   }
   const keep = input.logitsToKeep ?? 0;
   if (!Number.isSafeInteger(keep) || keep < 0) throw new ArgumentError(expected("a non-negative integer", "forward's logitsToKeep", keep));
-  return { batch: B, length: T, past, ids: ids.data, positions, mask, seqLen, cache, logitsToKeep: keep === 0 ? T : Math.min(keep, T) };
+  return { batch: B, length: T, past, ids, idsTensor, positions, positionsTensor, mask, maskTensor, seqLen, cache, logitsToKeep: keep === 0 ? T : Math.min(keep, T) };
 }
 
 /**
- * Device copies of one forward call's small tensors (positions, masks), made on first use per device and freed with
- * the call's tidy scope.
+ * Device copies of one forward call's small tensors (ids, positions, masks), made on first use per device and freed
+ * when the call ends. Inputs that already live on a device are used in place (or copied device to device), so a
+ * step over device inputs does no host round trip.
  */
 export class ForwardContext {
   readonly input: PreparedInput;
   readonly #positions = new Map<Device, Tensor>();
-  readonly #masks = new Map<string, Tensor | null>();
+  readonly #masks = new Map<Device, Tensor | null>();
+  /** Tensors this context made (and frees); inputs the caller passed are never among them. */
+  readonly #owned: Tensor[] = [];
+  #seqLen: number | null;
+  #hostMask: Uint8Array | null | undefined;
 
   constructor(input: PreparedInput) {
     this.input = input;
+    this.#seqLen = input.seqLen;
   }
 
-  /** (B, T) int32, or (T,) when every row uses the default positions P..P+T-1. */
+  /** Registers a tensor made here: kept out of every tidy scope (layers run in their own), freed by dispose(). */
+  #own(t: Tensor): Tensor {
+    this.#owned.push(keep(t));
+    return t;
+  }
+
+  /** (B, T) int32 / int64 token ids on `device`. */
+  ids(device: Device): Tensor {
+    const { ids, idsTensor, batch, length } = this.input;
+    if (idsTensor !== null) return idsTensor.device === device ? idsTensor : this.#own(idsTensor.to(device));
+    return this.#own(fromTypedArray(ids!, [batch, length], { dtype: "int32", device }));
+  }
+
+  /** (B, T) int32 / int64, or (T,) when every row uses the default positions P..P+T-1. */
   positions(device: Device): Tensor {
     let t = this.#positions.get(device);
     if (t === undefined) {
-      const { positions, past, length, batch } = this.input;
-      if (positions !== null) t = fromTypedArray(positions, [batch, length], { dtype: "int32", device });
-      else t = fromTypedArray(Int32Array.from({ length }, (_, i) => past + i), [length], { dtype: "int32", device });
-      // Kept out of every tidy scope (layers run in their own scopes); dispose() frees it at the end of the call.
-      this.#positions.set(device, keep(t));
+      const { positions, positionsTensor, past, length, batch } = this.input;
+      if (positionsTensor !== null) t = positionsTensor.device === device ? positionsTensor : this.#own(positionsTensor.to(device));
+      else if (positions !== null) t = this.#own(fromTypedArray(positions, [batch, length], { dtype: "int32", device }));
+      else t = this.#own(fromTypedArray(Int32Array.from({ length }, (_, i) => past + i), [length], { dtype: "int32", device }));
+      this.#positions.set(device, t);
     }
     return t;
   }
 
   /**
-   * (B, P + T) uint8 key mask for the fused attention kernel, or null when nothing is masked. With `window` (only
-   * valid for one new position, T = 1) the keys outside the sliding window are masked too.
+   * Largest position id + 1, what dynamic RoPE sizes its frequencies by. With positions on a device this reads them
+   * back (a synchronisation), so only dynamic RoPE asks.
    */
-  keyMask(device: Device, window: number | null = null): Tensor | null {
-    const key = `${device}|${window ?? ""}`;
-    if (this.#masks.has(key)) return this.#masks.get(key)!;
-    const { mask, batch, past, length } = this.input;
-    const Tk = past + length;
-    let host = mask;
-    if (window !== null) {
-      if (length !== 1) throw new ArgumentError("keyMask: a sliding window folds into the key mask only for one new position");
-      // Query at absolute position Tk - 1 sees keys j > Tk - 1 - window.
-      const lo = Tk - 1 - window;
-      if (lo >= 0) {
-        host = new Uint8Array(batch * Tk);
-        for (let b = 0; b < batch; b++) {
-          for (let j = 0; j < Tk; j++) host[b * Tk + j] = j > lo && (mask === null || mask[b * Tk + j] === 1) ? 1 : 0;
-        }
-      }
+  get seqLen(): number {
+    if (this.#seqLen === null) {
+      const host = this.input.positionsTensor!.toTypedArray() as Int32Array | BigInt64Array;
+      let maxPos = 0;
+      for (const v of host) maxPos = Math.max(maxPos, Number(v));
+      this.#seqLen = maxPos + 1;
     }
-    const t = host === null ? null : keep(fromTypedArray(host, [batch, Tk], { dtype: "uint8", device }));
-    this.#masks.set(key, t);
+    return this.#seqLen;
+  }
+
+  /** (B, P + T) contiguous uint8 key mask for the fused attention kernel, or null when nothing is masked. */
+  keyMask(device: Device): Tensor | null {
+    if (this.#masks.has(device)) return this.#masks.get(device)!;
+    const { mask, maskTensor, batch, past, length } = this.input;
+    let t: Tensor | null = null;
+    if (maskTensor !== null) {
+      // One contiguous uint8 copy per device and call (the caller's mask may be a view of a longer buffer).
+      const moved = maskTensor.device === device ? null : maskTensor.to(device);
+      const src = moved ?? maskTensor;
+      const bytes = src.dtype === "uint8" ? null : src.to("uint8");
+      t = this.#own((bytes ?? src).contiguous()); // a view when already dense, else a copy
+      bytes?.dispose();
+      moved?.dispose();
+    } else if (mask !== null) {
+      t = this.#own(fromTypedArray(mask, [batch, past + length], { dtype: "uint8", device }));
+    }
+    this.#masks.set(device, t);
     return t;
   }
 
-  /** Frees the device copies. */
+  /** The (B, P + T) padding mask on the host (read back when it was given on a device), or null when none. */
+  hostMask(): Uint8Array | null {
+    if (this.#hostMask === undefined) {
+      const { mask, maskTensor } = this.input;
+      if (maskTensor === null) this.#hostMask = mask;
+      else {
+        const host = maskTensor.toTypedArray();
+        this.#hostMask = Uint8Array.from(host as ArrayLike<number | bigint>, (v) => (Number(v) !== 0 ? 1 : 0));
+      }
+    }
+    return this.#hostMask;
+  }
+
+  /** Frees the tensors this context made. */
   dispose(): void {
-    for (const t of this.#positions.values()) t.dispose();
-    for (const t of this.#masks.values()) t?.dispose();
+    for (const t of this.#owned) t.dispose();
+    this.#owned.length = 0;
     this.#positions.clear();
     this.#masks.clear();
   }

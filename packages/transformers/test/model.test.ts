@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { availableDevices, type Tensor } from "@lowbit/tensor";
+import { availableDevices, fromTypedArray, type Tensor } from "@lowbit/tensor";
 import { memoryStats } from "@lowbit/kernels";
 import { AutoModelForCausalLM, BitsAndBytesConfig, readSafetensors, type PreTrainedCausalLM } from "../src/index.js";
 import { readJson, repoFixture, withTempDir } from "./helpers.js";
@@ -211,6 +211,48 @@ for (const device of availableDevices()) {
         // Positions derived from the mask and the default positions give the same attended logits (RoPE is relative).
         const ref64 = ref("batch_logits_fp64").data;
         expect(relErr(want, ref64, (i) => flatMask[Math.floor(i / V)] === 1)).toBeLessThan(1e-4);
+      });
+
+      it("ids, positions and mask given as tensors on the device (mask a view of a longer buffer) give the host-array logits", () => {
+        const B = expected.batch_input_ids.length;
+        const T = expected.batch_input_ids[0]!.length;
+        const mask = expected.batch_attention_mask;
+        const positions = mask.map((row) => {
+          let c = 0;
+          return row.map((m) => (m === 1 ? c++ : 1));
+        });
+        const host = model.forward({ inputIds: expected.batch_input_ids, attentionMask: mask, positionIds: positions });
+        const want = toF32(host.logits);
+        host.logits.dispose();
+        const ids = fromTypedArray(Int32Array.from(expected.batch_input_ids.flat()), [B, T], { dtype: "int32", device });
+        const pos = fromTypedArray(BigInt64Array.from(positions.flat(), (v) => BigInt(v)), [B, T], { dtype: "int64", device });
+        const wide = new Uint8Array(B * (T + 3)); // (B, T + 3): the mask is the first T columns
+        mask.forEach((row, b) => wide.set(row, b * (T + 3)));
+        const maskBuf = fromTypedArray(wide, [B, T + 3], { dtype: "uint8", device });
+        const maskView = maskBuf.narrow(1, 0, T);
+        try {
+          const dev = model.forward({ inputIds: ids, attentionMask: maskView, positionIds: pos });
+          const got = toF32(dev.logits);
+          dev.logits.dispose();
+          expect(relErr(got, want)).toBeLessThan(1e-6);
+          // An out-of-range id: a typed error on the CPU at once, on CUDA at the next device→host copy.
+          const bad = fromTypedArray(Int32Array.from([3, model.config.vocabSize]), [1, 2], { dtype: "int32", device });
+          try {
+            const call = (): void => {
+              const out = model.forward({ inputIds: bad });
+              try {
+                out.logits.toTypedArray();
+              } finally {
+                out.logits.dispose();
+              }
+            };
+            expect(call).toThrowError(device === "cpu" ? /token id in \[0, 999\].*inputIds\[0\]\[1\]/ : /for embedding's ids\[1\] on cuda:\d+ but received 1000/);
+          } finally {
+            bad.dispose();
+          }
+        } finally {
+          for (const t of [ids, pos, maskView, maskBuf]) t.dispose();
+        }
       });
 
       it("forward frees every intermediate tensor", () => {

@@ -446,7 +446,10 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
     check_float(dt, "dtype");
     [[maybe_unused]] Device dev = op_device({&out, &q, &k, &v, &mask, &lse}, "attention");
     int64_t nq = mul4(s.B, s.Hq, s.Tq, s.D, "B * Hq * Tq * D");
-    int64_t nkv = mul4(s.B, s.Hkv, s.S, s.D, "B * Hkv * S * D");
+    // k / v are read only up to key Tk - 1 of the last (b, kv head) row: a window into a longer cache (a view that
+    // starts past the buffer's first key) needs that much after its offset, not a whole B * Hkv * S * D.
+    mul4(s.B, s.Hkv, s.S, s.D, "B * Hkv * S * D");  // overflow check of the pitch arithmetic
+    const int64_t nkv = s.Tk == 0 ? 0 : (s.B * s.Hkv - 1) * s.S * s.D + s.Tk * s.D;
     check_output(out, nq, dt);
     check_extent(q, nq, dt);
     check_extent(k, nkv, dt);
@@ -510,7 +513,7 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   });
 }
 
-// embedding(out, outOffset, weight, weightOffset, wDtype, ids, idsOffset, idsDtype, n, dim, vocab)
+// embedding(out, outOffset, weight, weightOffset, wDtype, ids, idsOffset, idsDtype, n, dim, vocab, deferCheck?)
 Napi::Value Embedding(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     TensorArg out = arg_tensor(info, 0, "out");
@@ -521,6 +524,8 @@ Napi::Value Embedding(const Napi::CallbackInfo& info) {
     int64_t n = arg_int(info, 8, "n");
     int64_t dim = arg_int(info, 9, "dim");
     int64_t vocab = arg_int(info, 10, "vocab");
+    // Optional: on CUDA, check ids on the device and report at the next synchronisation instead of waiting now.
+    [[maybe_unused]] const bool defer = info.Length() > 11 && !info[11].IsUndefined() && arg_bool(info, 11, "deferCheck");
     check_float(wdt, "wDtype");
     check_index_dtype(idt, "idsDtype");
     [[maybe_unused]] Device dev = op_device({&out, &w, &ids}, "embedding");
@@ -531,7 +536,7 @@ Napi::Value Embedding(const Napi::CallbackInfo& info) {
     int64_t bad;
 #if LOWBIT_WITH_CUDA
     if (dev.type == DeviceType::CUDA) {
-      bad = cuda::nn::embedding(dev.index, out.data, w.data, wdt, ids.data, idt, n, dim, vocab, &bad_id);
+      bad = cuda::nn::embedding(dev.index, out.data, w.data, wdt, ids.data, idt, n, dim, vocab, defer, &bad_id);
     } else
 #endif
     {

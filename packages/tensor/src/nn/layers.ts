@@ -7,7 +7,7 @@ import type { Device } from "../native.js";
 import { Generator } from "../random.js";
 import { Tensor, ones, rand, randn } from "../tensor.js";
 import { linear } from "../ops/matmul.js";
-import { dropout, embedding, rmsNorm } from "../ops/nn.js";
+import { dropout, embedding, rmsNorm, type EmbeddingOptions } from "../ops/nn.js";
 import { Module } from "./module.js";
 
 export interface LayerOptions {
@@ -64,9 +64,9 @@ export class Embedding extends Module {
     return this.param("weight");
   }
 
-  /** ids (...) int32/int64 → (..., embeddingDim) */
-  forward(ids: Tensor): Tensor {
-    return embedding(this.weight, ids);
+  /** ids (...) int32/int64 → (..., embeddingDim); `options.deferIdCheck` as in the embedding op. */
+  forward(ids: Tensor, options: EmbeddingOptions = {}): Tensor {
+    return embedding(this.weight, ids, options);
   }
 }
 

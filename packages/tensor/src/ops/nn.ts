@@ -153,7 +153,20 @@ export function rope(x: Tensor, positions: Tensor, invFreq: Tensor, options: { a
 }
 
 /** out (...ids, dim) = weight[ids]; ids int32/int64 of any shape, checked against the vocab. */
-export function embedding(weight: Tensor, ids: Tensor): Tensor {
+export interface EmbeddingOptions {
+  /**
+   * On CUDA, check the ids on the device without waiting for it: a decode step can then run without a host
+   * synchronisation. Rows of out-of-range ids come out as zeros and the ArgumentError naming the first one is thrown
+   * by the next device→host copy (e.g. `toTypedArray`) or synchronize of that device. Ignored on the CPU, which
+   * always checks before writing. Default false (check now).
+   */
+  deferIdCheck?: boolean;
+}
+
+export function embedding(weight: Tensor, ids: Tensor, options: EmbeddingOptions = {}): Tensor {
+  if (typeof options !== "object" || options === null) throw new ArgumentError(expected("an options object", "embedding's options", options));
+  const defer = options.deferIdCheck ?? false;
+  if (typeof defer !== "boolean") throw new ArgumentError(expected("a boolean", "embedding's deferIdCheck", defer));
   checkFloat(weight, "weight", "embedding");
   checkIndex(ids, "ids", "embedding");
   checkSameDevice("embedding", ["weight", weight], ["ids", ids]);
@@ -163,7 +176,7 @@ export function embedding(weight: Tensor, ids: Tensor): Tensor {
   const ws = dense(weight);
   const is = dense(ids);
   const out = empty([...ids.shape, Dm], weight.dtype, weight.device);
-  if (n > 0 && Dm > 0) native().embedding(out.storage, 0, ws.storage, ws.byteOffset, dtypeId(weight.dtype), is.storage, is.byteOffset, dtypeId(ids.dtype), n, Dm, V);
+  if (n > 0 && Dm > 0) native().embedding(out.storage, 0, ws.storage, ws.byteOffset, dtypeId(weight.dtype), is.storage, is.byteOffset, dtypeId(ids.dtype), n, Dm, V, defer);
   if (ws !== weight) ws.dispose();
   const wDtype = weight.dtype;
   const res = record(

@@ -2,7 +2,7 @@
 // after it has checked every argument. Same semantics as cpu/nn.h: float math in float32 over float32 / float16 /
 // bfloat16 storage, rounded once on store. Every launcher takes raw device pointers of `device` and queues its
 // kernels on cuda::stream(device) without waiting, except where a result must reach the host (the index checks of
-// embedding / embeddingBackward / crossEntropy*: one small device→host copy). Launch failures throw DeviceError.
+// embedding / embeddingBackward / crossEntropy*: one small device→host copy; embedding can defer its check). Launch failures throw DeviceError.
 #pragma once
 #include <cstdint>
 
@@ -36,10 +36,11 @@ void rms_norm_backward(int device, void* gx, float* gw, const void* gy, const vo
                        DType w_dt, int64_t rows, int64_t cols, float eps);
 void rope(int device, void* out, const void* x, DType dt, const void* positions, DType pos_dt, const float* inv_freq,
           int64_t B, int64_t H, int64_t T, int64_t D, float scaling, bool inverse);
-// Returns -1, or the first position whose id is outside [0, vocab) (*bad_id gets the id; `out` is then partly
-// written and must not be used).
+// Returns -1, or the first position whose id is outside [0, vocab) (*bad_id gets the id; `out` is untouched).
+// With defer_check nothing waits: rows of bad ids are written as zeros and the first bad id is reported by the
+// next synchronisation of the device (deferred_check.h), so the call returns -1.
 int64_t embedding(int device, void* out, const void* weight, DType w_dt, const void* ids, DType ids_dt, int64_t n,
-                  int64_t dim, int64_t vocab, int64_t* bad_id);
+                  int64_t dim, int64_t vocab, bool defer_check, int64_t* bad_id);
 // gw (vocab, dim) float32 += scatter of gy (n, dim), each row summed in position order (sorted by id, stable):
 // the same sums as the CPU. ids are checked before gw is touched (same return convention as embedding).
 // n and vocab must be below 2^31.

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "common.cuh"
+#include "deferred_check.h"
 #include "nn_common.cuh"
 #include "nn_kernels.h"
 
@@ -121,7 +122,7 @@ __global__ void rope_kernel(T* out, const T* x, const void* positions, bool pos6
 // ---- embedding ------------------------------------------------------------------------------------------
 
 // out (n, row_units) = weight[ids[i]] copied in units of U (4, 8 or 16 bytes, or the element). Bad ids are recorded
-// (first position, by atomicMin on an integer) and their rows skipped.
+// (first position, by atomicMin on an integer) and their rows written as zeros.
 template <typename U>
 __global__ void embedding_kernel(U* out, const U* weight, const void* ids, bool ids64, int64_t n, int64_t row_units,
                                  int64_t vocab, IndexCheck* check) {
@@ -132,10 +133,22 @@ __global__ void embedding_kernel(U* out, const U* weight, const void* ids, bool 
     const int64_t id = read_index(ids, ids64, i);
     if (id < 0 || id >= vocab) {
       if (u == 0) atomicMin(&check->first_bad, static_cast<unsigned long long>(i));
+      out[e] = U{};
       continue;
     }
     out[e] = weight[id * row_units + u];
   }
+}
+
+// One thread: copies the call's first bad index (if any) into the device's deferred record, unless the record
+// already holds an earlier call's error.
+__global__ void deferred_merge_kernel(const IndexCheck* check, const void* ids, bool ids64, int64_t vocab, DeferredIndexError* rec) {
+  const unsigned long long pos = check->first_bad;
+  if (pos == kNoBadIndex || rec->position != kNoBadIndex) return;
+  rec->position = pos;
+  rec->value = read_index(ids, ids64, static_cast<int64_t>(pos));
+  rec->bound = vocab;
+  rec->op = static_cast<int32_t>(DeferredOp::Embedding);
 }
 
 // Records the first id outside [0, vocab).
@@ -319,19 +332,21 @@ void rope(int device, void* out, const void* x, DType dt, const void* positions,
 }
 
 int64_t embedding(int device, void* out, const void* weight, DType w_dt, const void* ids, DType ids_dt, int64_t n,
-                  int64_t dim, int64_t vocab, int64_t* bad_id) {
+                  int64_t dim, int64_t vocab, bool defer_check, int64_t* bad_id) {
   if (n <= 0) return -1;
   const bool ids64 = ids_dt == DType::Int64;
   const int64_t row_bytes = dim * dtype_size(w_dt);
-  // Ids are checked before anything is written, so a bad id leaves `out` untouched (as on the CPU).
   DeviceIndexCheck check(device);
-  check_ids_kernel<<<grid_for(n, kThreads), kThreads, 0, stream(device)>>>(ids, ids64, n, vocab, check.ptr());
-  check_launch("embedding");
-  const IndexCheck r = check.read();
-  if (r.first_bad != kNoBadIndex) {
-    const int64_t pos = static_cast<int64_t>(r.first_bad);
-    *bad_id = nn_detail::fetch_index(device, ids, ids64, pos);
-    return pos;
+  if (!defer_check) {
+    // Ids are checked before anything is written, so a bad id leaves `out` untouched (as on the CPU).
+    check_ids_kernel<<<grid_for(n, kThreads), kThreads, 0, stream(device)>>>(ids, ids64, n, vocab, check.ptr());
+    check_launch("embedding");
+    const IndexCheck r = check.read();
+    if (r.first_bad != kNoBadIndex) {
+      const int64_t pos = static_cast<int64_t>(r.first_bad);
+      *bad_id = nn_detail::fetch_index(device, ids, ids64, pos);
+      return pos;
+    }
   }
   if (row_bytes > 0) {
     cudaStream_t st = stream(device);
@@ -348,6 +363,15 @@ int64_t embedding(int device, void* out, const void* weight, DType w_dt, const v
     else if (row_bytes % 4 == 0 && align % 4 == 0) launch(uint32_t{});
     else launch(uint16_t{});  // 16-bit rows of odd length (offsets are element-aligned)
     check_launch("embedding");
+  } else if (defer_check) {
+    check_ids_kernel<<<grid_for(n, kThreads), kThreads, 0, stream(device)>>>(ids, ids64, n, vocab, check.ptr());
+    check_launch("embedding");
+  }
+  if (defer_check) {
+    // No waiting: the result travels to the host behind the kernels and is read at the next synchronisation.
+    deferred_merge_kernel<<<1, 1, 0, stream(device)>>>(check.ptr(), ids, ids64, vocab, deferred_record(device));
+    check_launch("embedding");
+    deferred_commit(device);
   }
   return -1;
 }

@@ -17,6 +17,7 @@
 #include "../napi_util.h"
 #include "common.cuh"
 #include "cuda_backend.h"
+#include "deferred_check.h"
 #include "launch.h"
 
 namespace lowbit::cuda {
@@ -237,6 +238,7 @@ void copy_device_to_host(int device, void* dst, const void* src, int64_t bytes) 
   if (bytes < kStagingThreshold || !staging_ready(st)) {
     check(cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes), cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync device to host");
     check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+    raise_deferred(device);
     return;
   }
   // Pipelined through both buffers: piece i is DMA'd into buffer i % 2 while piece i - 1 is copied out.
@@ -261,6 +263,7 @@ void copy_device_to_host(int device, void* dst, const void* src, int64_t bytes) 
       host_memcpy(h + (i - 1) * kStagingBytes, st.buffers[b], piece_size(i - 1));
     }
   }
+  raise_deferred(device);  // the last event follows everything queued before the copy
 }
 
 void copy_device_to_device(int dst_device, void* dst, int src_device, const void* src, int64_t bytes) {
@@ -306,6 +309,7 @@ void fill(int device, void* dst, const void* pattern, int elem_bytes, int64_t co
 void synchronize(int device) {
   stream(device);  // makes the device current
   check(cudaDeviceSynchronize(), ("cudaDeviceSynchronize on cuda:" + std::to_string(device)).c_str());
+  raise_deferred(device);
 }
 
 }  // namespace lowbit::cuda

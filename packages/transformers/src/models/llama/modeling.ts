@@ -146,11 +146,12 @@ export class LlamaRotaryEmbedding extends Module {
   }
 
   /**
-   * The inverse frequencies (D/2,) float32 on `device` for a forward over `seqLen` positions (max position id + 1):
+   * The inverse frequencies (D/2,) float32 on `device` for a forward over `seqLen()` positions (max position id + 1):
    * dynamic NTK recomputes them past max_position_embeddings (transformers' dynamic_rope_update).
    */
-  invFreq(seqLen: number, device: Device): Tensor {
-    const host = this.#dynamic === null ? this.#initial : this.#dynamic.update(seqLen);
+  invFreq(seqLen: () => number, device: Device): Tensor {
+    // Only dynamic NTK asks for the length (with positions on a device, asking reads them back).
+    const host = this.#dynamic === null ? this.#initial : this.#dynamic.update(seqLen());
     const have = this.#onDevice.get(device);
     if (have !== undefined && have.from === host) return have.t;
     have?.t.dispose();
@@ -215,7 +216,7 @@ export class LlamaAttention extends Module {
     const Hkv = this.numKeyValueHeads;
     const D = this.headDim;
     const positions = ctx.positions(device); // (B, T) or (T,) int32
-    const invFreq = rotary.invFreq(ctx.input.seqLen, device); // (D/2,) float32
+    const invFreq = rotary.invFreq(() => ctx.seqLen, device); // (D/2,) float32
     const scaling = { attentionScaling: rotary.attentionScaling };
     const q = rope(this.#proj("q_proj").forward(x).reshape(B, T, Hq, D).transpose(1, 2), positions, invFreq, scaling); // (B, Hq, T, D)
     const k = rope(this.#proj("k_proj").forward(x).reshape(B, T, Hkv, D).transpose(1, 2), positions, invFreq, scaling); // (B, Hkv, T, D)
@@ -229,8 +230,14 @@ export class LlamaAttention extends Module {
       // No key is old enough to leave the window: plain causal attention.
       a = scaledDotProductAttention(q, kv.k, kv.v, { causal: true, mask: ctx.keyMask(device), scale: this.scaling });
     } else if (T === 1) {
-      // One query: its window is a key mask.
-      a = scaledDotProductAttention(q, kv.k, kv.v, { causal: true, mask: ctx.keyMask(device, W), scale: this.scaling });
+      // One query (at Tk - 1) sees the last W keys: attend over that slice of the cache (views, nothing copied).
+      const mask = ctx.keyMask(device);
+      a = scaledDotProductAttention(q, kv.k.narrow(2, Tk - W, W), kv.v.narrow(2, Tk - W, W), {
+        causal: true,
+        mask: mask === null ? null : mask.narrow(1, Tk - W, W),
+        scale: this.scaling,
+        qStart: W - 1,
+      });
     } else {
       a = this.#windowedAttention(q, kv.k, kv.v, ctx, W);
     }
@@ -252,7 +259,7 @@ export class LlamaAttention extends Module {
     const vr = f32(repeatKv(v, G)); // (B, Hq, Tk, D)
     const scores = matmul(f32(q), kr.transpose(-2, -1)).mul(this.scaling); // (B, Hq, T, Tk)
     // Additive mask (B, 1, T, Tk): query i (absolute P + i) sees key j when P + i - window < j <= P + i and j is not padding.
-    const mask = ctx.input.mask;
+    const mask = ctx.hostMask();
     const bias = new Float32Array(B * T * Tk);
     for (let b = 0; b < B; b++) {
       for (let i = 0; i < T; i++) {
@@ -392,8 +399,8 @@ export class LlamaForCausalLM extends PreTrainedCausalLM {
     const { batch: B, length: T, logitsToKeep } = ctx.input;
     const model = this.model;
     const embedDevice = this.deviceOf("model.embed_tokens");
-    const ids = fromTypedArray(ctx.input.ids, [B, T], { dtype: "int32", device: embedDevice }); // (B, T)
-    let h = model.embedTokens.forward(ids); // (B, T, C)
+    // Ids on the device are range-checked there; a bad one is reported by the next device→host copy (no wait here).
+    let h = model.embedTokens.forward(ctx.ids(embedDevice), { deferIdCheck: true }); // (B, T, C)
     const rotary = model.rotaryEmb;
     for (const layer of model.layers) {
       const device = this.deviceOf(`model.layers.${layer.layerIdx}`);
