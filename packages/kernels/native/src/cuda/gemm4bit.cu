@@ -1,18 +1,24 @@
 // CUDA fused 4-bit GEMM of quant_kernels.h: out (M, N) = x (M, K) @ dequant(W (N, K) NF4/FP4)^T (+ bias).
 //
-// M <= 16, K % 32 == 0, 16-byte aligned W rows and x rows (every Linear of a decoder at small batch): one streaming
-// pass over W (spec §16.3 / §16.4 design). Each lane takes 32 K-elements of a row per step (a warp strides K by 1024) as
-// one 16-byte streaming load of packed W (__ldcs: evict-first, W is read once) and one scale (plain absmax, or the
-// nested fmaf(code[q], absmax2[blk >> 8], offset) with the 256-entry code in shared memory). One warp per output
-// feature, or 2 / 4 warps splitting a long K (their sums added in warp order). CTAs are persistent and every warp loads
-// its next chunk of steps while it computes the current one, so loads stay in flight for the whole kernel.
+// M <= 16 with float16 / bfloat16 activations, K % 64 == 0, K >= 256, blocksize >= 64, W and x 16-byte aligned (every
+// Linear of a decoder at small batch): gemv4_mma_kernel, one streaming pass over W with the multiply-adds on the tensor
+// cores (mma.sync m16n8k16, float32 accumulation). Decoding is one PRMT and one shared-memory load per packed byte (a
+// byte -> (LUT[hi], LUT[lo]) pair table in T, replicated per bank), the block scale multiplies the float32 sums of each
+// 64-element chunk, and M <= 16 rows cost about what one row does. See its comment for the layout.
+// Otherwise, M <= 16, K % 32 == 0, 16-byte aligned W rows and x rows (float32 activations, which keep float32 math, and
+// the shapes above that the tensor-core kernel does not take): one streaming pass over W (spec §16.3 / §16.4 design).
+// Each lane takes 32 K-elements of a row per step (a warp strides K by 1024) as one 16-byte streaming load of packed W
+// (__ldcs: evict-first, W is read once) and one scale (plain absmax, or the nested fmaf(code[q], absmax2[blk >> 8],
+// offset) with the 256-entry code in shared memory). One warp per output feature, or 2 / 4 warps splitting a long K
+// (their sums added in warp order). CTAs are persistent and every warp loads its next chunk of steps while it computes
+// the current one, so loads stay in flight for the whole kernel.
 // The 16-entry LUT sits in a register of every lane (lanes 16..31 repeat lanes 0..15) and is read with __shfl_sync:
 // the shuffle uses only the low 5 bits of the source lane, so `word >> shift` needs no mask (the fifth bit just picks
 // the copy). The decoded weights of a step are reused for the MB rows of x (16-byte vector loads through the read-only
 // cache, converted to float32); each row sums x * LUT over the 32 elements and multiplies by the scale once,
 // accumulating in float32. A xor-shuffle warp sum follows; the bias is added in float32 and the result rounded once to T.
-// M == 1 with K <= 16384 (decoder GEMVs) runs gemv4_m1_kernel instead: the same decode, but each warp keeps its slice
-// of the activation row in registers for the whole kernel, so only the weights stream through L1 (see its comment).
+// M == 1 with K <= 16384 runs gemv4_m1_kernel instead: the same decode, but each warp keeps its slice of the activation
+// row in registers for the whole kernel, so only the weights stream through L1 (see its comment).
 // Other shapes (K % 32 != 0, unaligned offsets) use a scalar kernel with the same structure.
 //
 // M > 16: W is dequantized, in row chunks, into scratch of the activation dtype (T(fp32(LUT * scale)), the values of
@@ -415,6 +421,329 @@ __global__ void __launch_bounds__(kM1Warps * 32, 1)
   }
 }
 
+// ---- 16-bit activations, M <= 16: tensor-core kernel ----------------------------------------------------------------
+//
+// W (N, K) is cut into tiles of 16 rows and 64-element chunks (one 32-byte sector per row). Per chunk a warp issues four
+// mma.sync.m16n8k16 (A = 16 rows x 16 k of decoded weights in T, B = 16 k x 8 columns of x, float32 accumulators) and
+// then scales the chunk's float32 sums by the (row, block) scale in float32: bs >= 64 keeps every chunk inside one
+// block. The tensor cores do the multiply-adds, so the SIMT work per packed byte is one PRMT and one shared load:
+// K is a reduction, so which physical k fills which MMA slot is free as long as A and B agree. Lane (g = lane / 4,
+// t = lane % 4) loads 8 bytes (k = 16 t .. 16 t + 15 of the chunk) of rows g and g + 8 and uses its bytes 2j, 2j + 1 in
+// MMA j; a byte becomes the T pair (LUT[hi], LUT[lo]) with one load from a byte -> pair table replicated per bank
+// ([byte][lane] in 256-byte rows, so the address is one PRMT of the packed word and lane * 4, and no two lanes share a
+// bank); the matching x values (k = 16 t + 4 j .. + 3) are two 32-bit words. LUT values are rounded to T once
+// (bitsandbytes multiplies LUT(T) * absmax(T) in T; here only the LUT value is rounded, products and sums are float32).
+// MB == 1: x is staged in shared memory once per CTA and every B column holds it (c0 / c2 are the outputs);
+// MB == 8 / 16: column n of B is x row n (read through L1), one or two n-tiles of 8 rows, so M <= 16 rows cost about
+// what one does.
+// A CTA of kMmaWarps warps walks items (tpi = kMmaWarps / wpt tiles each; wpt warps split a tile's chunks in contiguous
+// runs of cpw), persistent, one per SM. A warp's run of an item is done in groups of U chunks as straight-line code (the
+// U chunks' load -> decode -> MMA chains overlap); the next group's loads (possibly of the next item) are issued before
+// the current group is computed. The scale inputs of a group are loaded once per (row, chunk), by lane t = chunk % 4,
+// and the scales passed on with shuffles. Per-warp sums of an item go through shared memory and are added in warp order
+// (deterministic) every kDepth items. Measured on the H100 (NF4 + double quant, bs 64, bf16, weights streamed from
+// DRAM; bench/gemv4-lab and cuda-quant-check.mjs): 4096 x 14336 21.3 us at M = 1, 23 us at M = 4, 33 us at M = 16;
+// 14336 x 4096 19.8 / 22 / 33 us (gemv4_m1_kernel: 28.1 / 25.2 us at M = 1; the float32-FMA fast kernel 80 / 77 us at
+// M = 4, 287 / 263 us at M = 16). Variants and the measured history: bench/gemv4-lab/README.md.
+// Requires T = half / bfloat16, K % 64 == 0, K >= 64 * U, bs >= 64, x and packed 16-byte aligned.
+
+constexpr int kMmaWarps = 16;                 // warps per CTA
+constexpr int kMmaUnroll = 4;                 // chunks per group (U)
+constexpr int kMmaLutBytes = 256 * 64 * 4;    // byte -> pair table
+
+template <typename T>
+__device__ __forceinline__ uint32_t pack_pair(float lo, float hi) {
+  uint32_t u;
+  if constexpr (std::is_same<T, __half>::value) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    std::memcpy(&u, &h, 4);
+  } else {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    std::memcpy(&u, &h, 4);
+  }
+  return u;
+}
+
+template <typename T>
+__device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same<T, __half>::value) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  } else {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  }
+}
+
+// 8 bytes of packed weights, streamed (ld.global.cs: W is read once; the L2::256B prefetch hint and the
+// ld.global.nc.L1::no_allocate form measured the same or slower).
+__device__ __forceinline__ uint2 ld_w8(const uint8_t* p) { return __ldcs(reinterpret_cast<const uint2*>(p)); }
+
+// The 8 LUT pairs of 8 packed bytes: p[i] = (LUT[hi nibble], LUT[lo nibble]) of byte i, from the shared table.
+__device__ __forceinline__ void decode8(const unsigned char* s_lut, uint32_t lane4, uint2 wv, uint32_t (&p)[8]) {
+#pragma unroll
+  for (int b = 0; b < 4; ++b) {
+    p[b] = *reinterpret_cast<const uint32_t*>(s_lut + __byte_perm(wv.x, lane4, 0x5504u | (b << 4)));
+    p[4 + b] = *reinterpret_cast<const uint32_t*>(s_lut + __byte_perm(wv.y, lane4, 0x5504u | (b << 4)));
+  }
+}
+
+template <int MB>
+struct MmaCfg {
+  static constexpr int NT = MB == 16 ? 2 : 1;     // n-tiles of 8 x rows
+  static constexpr int kDepth = MB == 1 ? 8 : 2;  // items buffered between barriers
+  static constexpr int kVals = MB == 1 ? 1 : MB;  // sums per (warp, row) in the item buffer
+};
+
+// Dynamic shared memory of the MMA kernel for (MB, K, element size).
+inline size_t mma_smem_bytes(int MB, int64_t K, int es) {
+  const int depth = MB == 1 ? 8 : 2, vals = MB == 1 ? 1 : MB;
+  return static_cast<size_t>(kMmaLutBytes) + (MB == 1 ? static_cast<size_t>(K) * es : 0) + 256 * 4 +
+         static_cast<size_t>(2) * depth * kMmaWarps * 16 * vals * 4;
+}
+
+// One group of U chunks of rows g and g + 8 of a lane: packed bytes, and the scale inputs of the chunks this lane
+// loads (chunk t + 4 v of the group; nested: absmax code q and absmax2 a; plain: absmax in a).
+template <int U>
+struct MGroup {
+  static constexpr int SPL = (U + 3) / 4;
+  uint2 wg[U], wh[U];
+  uint32_t qg[SPL], qh[SPL];
+  float ag[SPL], ah[SPL];
+};
+
+template <typename T, int MB, bool NESTED, int U>
+__global__ void __launch_bounds__(kMmaWarps * 32, 1)
+    gemv4_mma_kernel(T* __restrict__ out, const T* __restrict__ x, WeightArgs w, const T* __restrict__ bias, int64_t M, int64_t N,
+                     int64_t K, int lg_wpt, int cpw, Lut16 lut) {
+  using Cfg = MmaCfg<MB>;
+  constexpr int NT = Cfg::NT, D = Cfg::kDepth, V = Cfg::kVals, SPL = MGroup<U>::SPL;
+  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* s_lut = smem;                                      // [256 bytes][64 words]; words 0..31 used
+  T* s_x = reinterpret_cast<T*>(smem + kMmaLutBytes);                  // MB == 1: x (K,)
+  float* s_code = reinterpret_cast<float*>(smem + kMmaLutBytes + (MB == 1 ? K * static_cast<int64_t>(sizeof(T)) : 0));
+  float* s_buf = s_code + 256;                                      // [2][D][kMmaWarps][16][V]
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int wpt = 1 << lg_wpt, tpi = kMmaWarps >> lg_wpt, ti = warp >> lg_wpt, kw = warp & (wpt - 1);
+  const int C = static_cast<int>(K >> 6);  // chunks per row (>= U)
+  const int ntiles = static_cast<int>((N + 15) >> 4);
+  const int items = (ntiles + tpi - 1) / tpi;
+  const int g0 = blockIdx.x;
+  if (g0 >= items) return;  // block-uniform
+  const int mine = (items - g0 + static_cast<int>(gridDim.x) - 1) / static_cast<int>(gridDim.x);  // items of this CTA
+  const int G = (cpw + U - 1) / U;  // groups per item
+  const int total = mine * G;       // groups of this warp
+  const int64_t rowbytes = K >> 1;
+  const int lg_cpb = w.lg_bs - 6;   // chunks per block = 2^lg_cpb
+  const int run0 = kw * cpw;                   // this warp's chunks of a row: [run0, run1)
+  const int run1 = run0 + cpw < C ? run0 + cpw : C;
+
+  // A group covers chunks [cs, cs + U) of the warp's run, clipped to [cs, run1); its loads read chunks [cl, cl + U)
+  // with cl = min(cs, C - U), always inside the row, and unit u counts iff lo <= u < hi (warp-uniform).
+  auto group_start = [&](int q) {
+    const int cs = run0 + q * U;
+    return cs < C - U ? cs : C - U;
+  };
+
+  // Load side: rows g and g + 8 of the item being loaded (clamped to N - 1: those sums are never stored).
+  const uint8_t* lpg = nullptr;
+  const uint8_t* lph = nullptr;
+  int64_t lfg = 0, lfh = 0;  // flat chunk index of the rows' first chunk
+  const int nlast = static_cast<int>(N - 1);
+  auto set_item = [&](int i) {
+    const int r = ((g0 + i * static_cast<int>(gridDim.x)) * tpi + ti) * 16 + g;
+    const int64_t rg = r < nlast ? r : nlast, rh = r + 8 < nlast ? r + 8 : nlast;
+    lpg = w.packed + rg * rowbytes + t * 8;
+    lph = w.packed + rh * rowbytes + t * 8;
+    lfg = rg * C;
+    lfh = rh * C;
+  };
+  auto load = [&](MGroup<U>& b, int q) {
+    const int cl = group_start(q);
+    const uint8_t* pg = lpg + cl * 32;
+    const uint8_t* ph = lph + cl * 32;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      b.wg[u] = ld_w8(pg + u * 32);
+      b.wh[u] = ld_w8(ph + u * 32);
+    }
+#pragma unroll
+    for (int v = 0; v < SPL; ++v) {
+      const int uu = t + 4 * v;
+      if (uu < U) {
+        const int64_t bg = (lfg + cl + uu) >> lg_cpb, bh = (lfh + cl + uu) >> lg_cpb;
+        if (NESTED) {
+          b.qg[v] = w.qabsmax[bg];
+          b.qh[v] = w.qabsmax[bh];
+          b.ag[v] = __ldg(w.nested_absmax + (bg >> 8));
+          b.ah[v] = __ldg(w.nested_absmax + (bh >> 8));
+        } else {
+          b.qg[v] = b.qh[v] = 0u;
+          b.ag[v] = __ldg(w.absmax + bg);
+          b.ah[v] = __ldg(w.absmax + bh);
+        }
+      } else {
+        b.qg[v] = b.qh[v] = 0u;
+        b.ag[v] = b.ah[v] = 0.0f;
+      }
+    }
+  };
+
+  // The first group's loads go out before the tables are filled, so they are in flight meanwhile.
+  MGroup<U> cur, nxt;
+  int li = 0;
+  int lq = 0;
+  set_item(0);
+  load(cur, 0);
+  if (++lq == G) lq = 0, ++li, set_item(li);
+
+  // Byte -> pair table: thread (warp w, lane l) writes bytes b = w + 16 i, whose pairs are (LUT[i], LUT[w]).
+  {
+    const uint32_t hi = pack_pair<T>(0.0f, lut.v[warp & 15]) & 0xffff0000u;
+    uint32_t* tw = reinterpret_cast<uint32_t*>(s_lut);
+#pragma unroll
+    for (int i = 0; i < 16; ++i) tw[((warp & 15) + 16 * i) * 64 + lane] = hi | (pack_pair<T>(lut.v[i], 0.0f) & 0xffffu);
+  }
+  if (NESTED)
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) s_code[i] = w.nested_code[i];
+  if constexpr (MB == 1) {
+    const uint4* xs = reinterpret_cast<const uint4*>(x);
+    uint4* xd = reinterpret_cast<uint4*>(s_x);
+    const int nx = static_cast<int>(K * static_cast<int64_t>(sizeof(T)) / 16);
+    for (int base = 0; base < nx; base += 4 * blockDim.x) {  // four loads in flight per thread
+      uint4 v[4];
+#pragma unroll
+      for (int a = 0; a < 4; ++a) {
+        const int idx = base + a * blockDim.x + threadIdx.x;
+        if (idx < nx) v[a] = __ldg(xs + idx);
+      }
+#pragma unroll
+      for (int a = 0; a < 4; ++a) {
+        const int idx = base + a * blockDim.x + threadIdx.x;
+        if (idx < nx) xd[idx] = v[a];
+      }
+    }
+  }
+  __syncthreads();
+
+  const uint32_t lane4 = static_cast<uint32_t>(lane) * 4;
+  float acc[NT][4];
+#pragma unroll
+  for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+  int ci = 0;
+  int cq = 0;
+  for (int s = 0; s < total; ++s) {
+    const bool more = s + 1 < total;  // block-uniform
+    if (more) {
+      load(nxt, lq);
+      if (++lq == G) lq = 0, ++li, set_item(li);
+    }
+    // the scales of the chunks this lane loaded
+    float sg[SPL], sh[SPL];
+#pragma unroll
+    for (int v = 0; v < SPL; ++v) {
+      sg[v] = NESTED ? __fmaf_rn(s_code[cur.qg[v]], cur.ag[v], w.offset) : cur.ag[v];
+      sh[v] = NESTED ? __fmaf_rn(s_code[cur.qh[v]], cur.ah[v], w.offset) : cur.ah[v];
+    }
+    const int cl = group_start(cq);
+    const int lo = run0 + cq * U - cl;
+    const int hi = run1 - cl;  // may be <= 0 or > U: only lo <= u < hi counts
+    // Unit u of the group: decode, MMAs, and (when it counts) the scaled sums added to acc.
+    auto unit = [&](int u, bool counts) {
+      const int src = (lane & ~3) | (u & 3);
+      const float su = __shfl_sync(kFull, sg[u >> 2], src), sv = __shfl_sync(kFull, sh[u >> 2], src);
+      const int c = cl + u;
+      uint32_t pg[8], ph[8];
+      decode8(s_lut, lane4, cur.wg[u], pg);
+      decode8(s_lut, lane4, cur.wh[u], ph);
+      float d[NT][4];
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        uint32_t xw[8];
+        if constexpr (MB == 1) {
+          const uint4* xp = reinterpret_cast<const uint4*>(s_x + c * 64 + t * 16);
+          const uint4 xa = xp[0], xb = xp[1];
+          xw[0] = xa.x, xw[1] = xa.y, xw[2] = xa.z, xw[3] = xa.w, xw[4] = xb.x, xw[5] = xb.y, xw[6] = xb.z, xw[7] = xb.w;
+        } else {
+          const int m = n * 8 + g;
+          if (m < M) {
+            const uint4* xp = reinterpret_cast<const uint4*>(x + m * K + c * 64 + t * 16);
+            const uint4 xa = __ldg(xp), xb = __ldg(xp + 1);
+            xw[0] = xa.x, xw[1] = xa.y, xw[2] = xa.z, xw[3] = xa.w, xw[4] = xb.x, xw[5] = xb.y, xw[6] = xb.z, xw[7] = xb.w;
+          } else {
+#pragma unroll
+            for (int q = 0; q < 8; ++q) xw[q] = 0u;
+          }
+        }
+        d[n][0] = d[n][1] = d[n][2] = d[n][3] = 0.0f;
+#pragma unroll
+        for (int q = 0; q < 4; ++q) mma16816<T>(d[n], pg[2 * q], ph[2 * q], pg[2 * q + 1], ph[2 * q + 1], xw[2 * q], xw[2 * q + 1]);
+      }
+      if (counts) {  // warp-uniform
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+          acc[n][0] = fmaf(d[n][0], su, acc[n][0]);
+          acc[n][1] = fmaf(d[n][1], su, acc[n][1]);
+          acc[n][2] = fmaf(d[n][2], sv, acc[n][2]);
+          acc[n][3] = fmaf(d[n][3], sv, acc[n][3]);
+        }
+      }
+    };
+    if (lo <= 0 && hi >= U) {  // warp-uniform: a full group, straight-line so the U units' chains overlap
+#pragma unroll
+      for (int u = 0; u < U; ++u) unit(u, true);
+    } else {  // a partial group (the end of a run): skip the units that do not count (K = 14336: 2 of 4)
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (u >= lo && u < hi) unit(u, true);
+    }
+    if (cq == G - 1) {  // block-uniform: item ci is done for every warp
+      const int slot = static_cast<int>(ci % D);
+      const int bsel = static_cast<int>((ci / D) & 1);
+      float* sb = s_buf + ((bsel * D + slot) * kMmaWarps + warp) * 16 * V;
+      if constexpr (MB == 1) {
+        if (t == 0) sb[g] = acc[0][0], sb[g + 8] = acc[0][2];
+      } else {
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+          const int m = n * 8 + 2 * t;
+          sb[g * V + m] = acc[n][0];
+          sb[g * V + m + 1] = acc[n][1];
+          sb[(g + 8) * V + m] = acc[n][2];
+          sb[(g + 8) * V + m + 1] = acc[n][3];
+        }
+      }
+#pragma unroll
+      for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+      if (slot == D - 1 || ci == mine - 1) {  // block-uniform: add the buffered items' sums, in warp order
+        __syncthreads();
+        const int first = ci - slot;
+        const int per = tpi * 16 * V;
+        for (int e = threadIdx.x; e < (slot + 1) * per; e += blockDim.x) {
+          const int dd = e / per, rem = e - dd * per;
+          const int tl = rem / (16 * V), rv = rem - tl * 16 * V;
+          const int r = rv / V, m = rv - r * V;
+          const int64_t n = (static_cast<int64_t>(g0 + (first + dd) * static_cast<int>(gridDim.x)) * tpi + tl) * 16 + r;
+          if (n < N && m < M) {
+            const float* p = s_buf + ((bsel * D + dd) * kMmaWarps + tl * wpt) * 16 * V + rv;
+            float sum = 0.0f;
+            for (int q = 0; q < wpt; ++q) sum += p[q * 16 * V];
+            out[m * N + n] = from_f<T>(sum + (bias != nullptr ? to_f(bias[n]) : 0.0f));
+          }
+        }
+      }
+      ++ci;
+      cq = 0;
+    } else {
+      ++cq;
+    }
+    if (!more) break;
+    cur = nxt;
+  }
+}
+
 // Any shape and alignment: one warp per output feature, one element per lane per step, up to 16 rows of x.
 template <typename T, bool NESTED>
 __global__ void __launch_bounds__(kWarps * 32) gemv4_generic_kernel(T* __restrict__ out, const T* __restrict__ x, WeightArgs w,
@@ -592,6 +921,68 @@ bool launch_m1(int device, cudaStream_t s, T* out, const T* x, const WeightArgs&
   return true;
 }
 
+// Opt-in shared memory per CUDA block of `device` (cached per device).
+int smem_optin(int device) {
+  static std::array<std::atomic<int>, 64> cache{};
+  const size_t i = static_cast<size_t>(device) < cache.size() ? static_cast<size_t>(device) : 0;
+  int v = cache[i].load(std::memory_order_relaxed);
+  if (v > 0) return v;
+  check_cuda(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
+  if (v < 1) v = 1;
+  cache[i].store(v, std::memory_order_relaxed);
+  return v;
+}
+
+// gemv4_mma_kernel<T, MB> for M <= MB rows when its shared memory fits the device; returns false otherwise.
+template <typename T, int MB, bool NESTED>
+bool launch_mma_typed(int device, cudaStream_t s, T* out, const T* x, const WeightArgs& w, const T* bias, int64_t M, int64_t N,
+                      int64_t K, const Lut16& lut) {
+  const size_t smem = mma_smem_bytes(MB, K, static_cast<int>(sizeof(T)));
+  const int optin = smem_optin(device);
+  if (smem > static_cast<size_t>(optin)) return false;
+  auto kernel = gemv4_mma_kernel<T, MB, NESTED, kMmaUnroll>;
+  // Allow the device's whole opt-in shared memory once per (kernel, device); devices past the cache ask every time.
+  static std::array<std::atomic<bool>, 64> allowed{};
+  const bool cached = static_cast<size_t>(device) < allowed.size();
+  if (!cached || !allowed[static_cast<size_t>(device)].load(std::memory_order_relaxed)) {
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), "cudaFuncSetAttribute");
+    if (cached) allowed[static_cast<size_t>(device)].store(true, std::memory_order_relaxed);
+  }
+  // Warps per tile: as many (up to kMmaWarps) as leave each warp at least kMmaUnroll chunks of a row.
+  const int64_t C = K / 64;
+  int lg_wpt = 4;
+  while (lg_wpt > 0 && (C >> lg_wpt) < kMmaUnroll) --lg_wpt;
+  const int cpw = static_cast<int>((C + (int64_t{1} << lg_wpt) - 1) >> lg_wpt);
+  const int64_t tpi = kMmaWarps >> lg_wpt;
+  const int64_t items = ((N + 15) / 16 + tpi - 1) / tpi;
+  const int64_t sms = sm_count(device);  // one CTA per SM (512 threads x up to 128 registers)
+  const int64_t gx = items < sms ? items : sms;
+  kernel<<<dim3(static_cast<unsigned>(gx)), kMmaWarps * 32, smem, s>>>(out, x, w, bias, M, N, K, lg_wpt, cpw, lut);
+  return true;
+}
+
+// The tensor-core kernel when T is 16-bit and the shape fits it (see gemv4_mma_kernel); returns false otherwise.
+template <typename T>
+bool launch_mma(int device, cudaStream_t s, T* out, const T* x, const WeightArgs& w, bool nested, const T* bias, int64_t M, int64_t N,
+                int64_t K, const Lut16& lut) {
+  if constexpr (std::is_same<T, float>::value) {
+    return false;  // float32 activations keep float32 math
+  } else {
+    if (M < 1 || M > kMaxFusedM || K % 64 != 0 || K / 64 < kMmaUnroll || w.lg_bs < 6) return false;
+    if (K > INT32_MAX || N > INT32_MAX - 64 || !aligned(w.packed, 16) || !aligned(x, 16)) return false;
+    if (M == 1) {  // x staged in shared memory; falls back to the 8-row kernel when K does not fit
+      const bool done = nested ? launch_mma_typed<T, 1, true>(device, s, out, x, w, bias, M, N, K, lut)
+                               : launch_mma_typed<T, 1, false>(device, s, out, x, w, bias, M, N, K, lut);
+      if (done) return true;
+    }
+    if (M <= 8)
+      return nested ? launch_mma_typed<T, 8, true>(device, s, out, x, w, bias, M, N, K, lut)
+                    : launch_mma_typed<T, 8, false>(device, s, out, x, w, bias, M, N, K, lut);
+    return nested ? launch_mma_typed<T, 16, true>(device, s, out, x, w, bias, M, N, K, lut)
+                  : launch_mma_typed<T, 16, false>(device, s, out, x, w, bias, M, N, K, lut);
+  }
+}
+
 template <typename T, int MB>
 void launch_fast(int device, cudaStream_t s, T* out, const T* x, const WeightArgs& w, bool nested, const T* bias, int64_t M, int64_t N,
                  int64_t K, const Lut16& lut) {
@@ -623,7 +1014,9 @@ void gemm4bit(int device, void* out, const void* x, DType dtype, const cpu::Weig
       return;
     }
     const bool fast = K % 32 == 0 && aligned(wt.packed, 16) && aligned(x, 16);
-    if (!fast) {
+    if (fast && launch_mma<T>(device, s, o, xt, w, nested, bt, M, N, K, lut)) {
+      // 16-bit activations: the tensor-core kernel
+    } else if (!fast) {
       const int64_t gx = (N + kWarps - 1) / kWarps;
       if (gx > INT32_MAX) throw_shape_error("gemm4bit on cuda supports N up to " + std::to_string(int64_t{INT32_MAX} * kWarps));
       const dim3 grid(static_cast<unsigned>(gx), 1);

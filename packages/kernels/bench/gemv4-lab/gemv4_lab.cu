@@ -1,0 +1,914 @@
+// gemv4_lab.cu — standalone microbenchmark of the small-M NF4 (double-quant) GEMV kernels of native/src/cuda/gemm4bit.cu.
+//
+// No addon, no Node: builds random packed NF4 + double-quant states on the GPU (4 rotating copies per shape, > 50 MB of
+// L2 together, so every timed call streams its weights from DRAM), checks the kernels against a reference kernel (one
+// thread per output, float32 dequantized weights LUT[q] * fmaf(code[qa], absmax2[blk >> 8], offset), double sums) as
+// max |err| / max |ref|, and times each over back-to-back launches with cudaEvents next to a 1 GiB device-to-device
+// cudaMemcpy (copy bandwidth counted read + written, like bandwidthTest) and a plain streaming read of the packed
+// weights (the ceiling of one 30 MB read per launch), measured in the same run.
+// Kernels: gemm4bit.cu's former batch-1 kernel (gemv4_m1_kernel: LUT in a register read with shuffles, float32 FMAs,
+// copied here as the baseline) and the tensor-core kernel gemm4bit.cu now uses for 16-bit activations
+// (gemv4_mma_kernel, same code, plus the lab-only variants selected by its LAB parameter). Shapes (N, K) = (4096, 14336)
+// and (14336, 4096), M = 1 (bf16 and f16), 4 and 16 (bf16); a correctness sweep over odd shapes, blocksizes 64..4096,
+// FP4 and plain absmax runs first. See README.md for the build and run commands and the measured history.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#define CK(x)                                                                                 \
+  do {                                                                                        \
+    cudaError_t e_ = (x);                                                                     \
+    if (e_ != cudaSuccess) {                                                                  \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                           \
+    }                                                                                         \
+  } while (0)
+
+namespace {
+
+constexpr unsigned kFull = 0xffffffffu;
+
+// ---- shared pieces (as in gemm4bit.cu / common.cuh) ----------------------------------------------------------------------
+
+struct Lut16 {
+  float v[16];
+};
+const float kNF4[16] = {-1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,
+                        -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
+                        0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f,
+                        0.7229568362236023f, 1.0f};
+const float kFP4[16] = {0.0f, 0.005208333333f, 0.66666667f, 1.0f, 0.33333333f, 0.5f, 0.16666667f, 0.25f,
+                        -0.0f, -0.005208333333f, -0.66666667f, -1.0f, -0.33333333f, -0.5f, -0.16666667f, -0.25f};
+
+struct WeightArgs {
+  const uint8_t* packed;
+  const float* absmax;
+  const uint8_t* qabsmax;
+  const float* nested_absmax;
+  const float* nested_code;
+  float offset;
+  int lg_bs;
+};
+
+__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T>
+__device__ __forceinline__ T from_f(float v);
+template <>
+__device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
+  return v;
+}
+
+// ---- reference: one thread per output (m, n), float32 weights, double sums --------------------------------------------
+
+template <typename T, bool NESTED>
+__global__ void ref_kernel(float* out, const T* x, WeightArgs w, int64_t M, int64_t N, int64_t K, Lut16 lut) {
+  const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= M * N) return;
+  const int64_t m = id / N, n = id % N;
+  double s = 0.0;
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t f = n * K + k;
+    const uint32_t byte = w.packed[f >> 1];
+    const uint32_t q = (f & 1) ? (byte & 15u) : (byte >> 4);
+    const int64_t blk = f >> w.lg_bs;
+    const float sc = NESTED ? __fmaf_rn(w.nested_code[w.qabsmax[blk]], w.nested_absmax[blk >> 8], w.offset) : w.absmax[blk];
+    const float wv = __fmul_rn(lut.v[q], sc);
+    s += static_cast<double>(to_f(x[m * K + k])) * static_cast<double>(wv);
+  }
+  out[id] = static_cast<float>(s);
+}
+
+// ---- baseline: gemm4bit.cu's shuffle-LUT batch-1 kernel (verbatim design) -------------------------------------------
+
+constexpr int kM1Warps = 16;
+constexpr int kM1Depth = 8;
+constexpr int kUnroll = 4;
+
+__device__ __forceinline__ void decode32(const uint4& wv, float lut, float (&w)[32]) {
+  const uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+#pragma unroll
+    for (int b = 0; b < 4; ++b) {
+      w[8 * j + 2 * b] = __shfl_sync(kFull, lut, static_cast<int>(words[j] >> (8 * b + 4)));
+      w[8 * j + 2 * b + 1] = __shfl_sync(kFull, lut, static_cast<int>(words[j] >> (8 * b)));
+    }
+  }
+}
+struct Chunk {
+  uint4 wv[kUnroll];
+  float a[kUnroll];
+  uint32_t q[kUnroll];
+};
+template <typename T>
+__device__ __forceinline__ void load_x_words(const T* p, uint32_t (&xw)[sizeof(T) * 8]) {
+  const uint4* q = reinterpret_cast<const uint4*>(p);
+#pragma unroll
+  for (int v = 0; v < static_cast<int>(sizeof(T)) * 2; ++v) {
+    const uint4 u = __ldg(q + v);
+    xw[4 * v] = u.x, xw[4 * v + 1] = u.y, xw[4 * v + 2] = u.z, xw[4 * v + 3] = u.w;
+  }
+}
+template <typename T>
+__device__ __forceinline__ float dot_x(const uint32_t (&xw)[sizeof(T) * 8], const float (&wf)[32]) {
+  float p0 = 0.0f, p1 = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    float a, b;
+    if constexpr (sizeof(T) == 4) {
+      a = __uint_as_float(xw[2 * j]);
+      b = __uint_as_float(xw[2 * j + 1]);
+    } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+      a = __uint_as_float(xw[j] << 16);
+      b = __uint_as_float(xw[j] & 0xffff0000u);
+    } else {
+      __half2 h;
+      std::memcpy(&h, &xw[j], 4);
+      const float2 f = __half22float2(h);
+      a = f.x;
+      b = f.y;
+    }
+    p0 = fmaf(a, wf[2 * j], p0);
+    p1 = fmaf(b, wf[2 * j + 1], p1);
+  }
+  return p0 + p1;
+}
+
+template <typename T, bool NESTED>
+__global__ void __launch_bounds__(kM1Warps * 32, 1)
+    gemv4_m1_kernel(T* __restrict__ out, const T* __restrict__ x, WeightArgs w, const T* __restrict__ bias, int64_t N, int64_t K,
+                    int lg_wpr, Lut16 lut) {
+  __shared__ float s_code[NESTED ? 256 : 1];
+  __shared__ float s_buf[2][kM1Depth][kM1Warps];
+  if (NESTED) {
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) s_code[i] = w.nested_code[i];
+    __syncthreads();
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int wpr = 1 << lg_wpr;
+  const int fpi = kM1Warps >> lg_wpr;
+  const int64_t items = (N + fpi - 1) / fpi;
+  const int64_t g0 = blockIdx.x;
+  if (g0 >= items) return;
+  const int64_t mine = (items - g0 + gridDim.x - 1) / gridDim.x;
+  const float lut_reg = lut.v[lane & 15];
+  const int64_t kbase = static_cast<int64_t>(warp & (wpr - 1)) << 10;
+  const int64_t k = kbase + lane * 32;
+  const bool has_step = kbase < K;
+  const bool lane_ok = k < K;
+  constexpr int XW = sizeof(T) * 8;
+  uint32_t xw[XW];
+  if (lane_ok) {
+    load_x_words<T>(x + k, xw);
+  } else {
+#pragma unroll
+    for (int j = 0; j < XW; ++j) xw[j] = 0u;
+  }
+  auto row_of = [&](int64_t i) { return (g0 + i * gridDim.x) * fpi + (warp >> lg_wpr); };
+  auto load = [&](Chunk& ch, int64_t c) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t i = c * kUnroll + u;
+      const int64_t n = row_of(i);
+      if (i < mine && n < N && lane_ok) {
+        ch.wv[u] = __ldcs(reinterpret_cast<const uint4*>(w.packed + ((n * K + k) >> 1)));
+        const int64_t blk = (n * K + k) >> w.lg_bs;
+        if (NESTED) {
+          ch.q[u] = w.qabsmax[blk];
+          ch.a[u] = __ldg(w.nested_absmax + (blk >> 8));
+        } else {
+          ch.a[u] = __ldg(w.absmax + blk);
+          ch.q[u] = 0;
+        }
+      } else {
+        ch.wv[u] = make_uint4(0u, 0u, 0u, 0u);
+        ch.a[u] = 0.0f;
+        ch.q[u] = 0;
+      }
+    }
+  };
+  Chunk cur, nxt;
+  load(cur, 0);
+  for (int64_t c = 0;; ++c) {
+    const bool more = (c + 1) * kUnroll < mine;
+    if (more) load(nxt, c + 1);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t i = c * kUnroll + u;
+      if (i >= mine) break;
+      const int64_t n = row_of(i);
+      float part = 0.0f;
+      if (has_step && n < N) {
+        float wf[32];
+        decode32(cur.wv[u], lut_reg, wf);
+        if (lane_ok) part = dot_x<T>(xw, wf) * (NESTED ? __fmaf_rn(s_code[cur.q[u]], cur.a[u], w.offset) : cur.a[u]);
+        part = warp_sum(part);
+      }
+      const int slot = static_cast<int>(i % kM1Depth);
+      const int buf = static_cast<int>((i / kM1Depth) & 1);
+      if (lane == 0) s_buf[buf][slot][warp] = part;
+      if (slot == kM1Depth - 1 || i == mine - 1) {
+        __syncthreads();
+        const int64_t first = i - slot;
+        for (int t = threadIdx.x; t < (slot + 1) * fpi; t += blockDim.x) {
+          const int d = t / fpi, f = t - d * fpi;
+          const int64_t nn = (g0 + (first + d) * gridDim.x) * fpi + f;
+          if (nn < N) {
+            float sum = 0.0f;
+            for (int j = 0; j < wpr; ++j) sum += s_buf[buf][d][f * wpr + j];
+            out[nn] = from_f<T>(sum + (bias != nullptr ? to_f(bias[nn]) : 0.0f));
+          }
+        }
+      }
+    }
+    if (!more) break;
+    cur = nxt;
+  }
+}
+
+// ---- gemv4_mma_kernel (as in gemm4bit.cu) --------------------------------------------------------------------------------
+//
+// W (N, K) is cut into tiles of 16 rows and 64-element chunks (one 32-byte sector per row). Per chunk a warp issues four
+// mma.sync.m16n8k16 (A = 16 rows x 16 k of decoded weights in T, B = 16 k x 8 columns of x, float32 accumulators)
+// and then scales the chunk's float32 sums by the (row, block) scale: bs >= 64 keeps every chunk inside one block.
+// K is a reduction, so which physical k fills which MMA slot is free as long as A and B agree: lane (g = lane / 4,
+// t = lane % 4) loads 8 bytes (k = 16 t .. 16 t + 15 of the chunk) of rows g and g + 8 and uses its bytes 2j, 2j + 1
+// in MMA j; a byte becomes the T pair (LUT[hi], LUT[lo]) with one shared-memory load from a byte -> pair table
+// replicated per bank ([byte][lane], 256-byte rows, address = one PRMT of the packed word and lane * 4), so the SIMT
+// work per byte is one PRMT and one LDS. The matching x values (k = 16 t + 4 j .. + 3) are two 32-bit words.
+// MB == 1: x is staged in shared memory once per CTA and every B column holds it (c0 / c2 are the outputs);
+// MB == 8 / 16: column n of B is x row n (read through L1), one or two n-tiles of 8 rows.
+// A CTA of kMW warps walks items (tpi = kMW / wpt tiles each; wpt warps split a tile's chunks, contiguous runs of cpw
+// chunks), persistent. A warp's run of an item is done in groups of U chunks, straight-line code (no branch between
+// the U chunks, so their load -> decode -> MMA chains overlap); the next group's loads (possibly of the next item) are
+// issued before the current group is computed. The scale inputs of a group are loaded once per (row, chunk) by lane
+// t = chunk % 4 and the scales passed on with shuffles. Per-warp sums of an item go through shared memory and are added
+// in warp order (deterministic) every kDepth items.
+
+constexpr int kMW = 16;  // warps per CTA
+constexpr int kLutBytes = 256 * 64 * 4;
+
+template <typename T>
+__device__ __forceinline__ uint32_t pack_pair(float lo, float hi) {
+  uint32_t u;
+  if constexpr (std::is_same<T, __half>::value) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    std::memcpy(&u, &h, 4);
+  } else {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    std::memcpy(&u, &h, 4);
+  }
+  return u;
+}
+
+template <typename T>
+__device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same<T, __half>::value) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  } else {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  }
+}
+
+// 8 bytes of packed weights, streamed (ld.global.cs: W is read once; the L2::256B prefetch hint and the
+// ld.global.nc.L1::no_allocate form measured the same or slower).
+__device__ __forceinline__ uint2 ld_w8(const uint8_t* p) { return __ldcs(reinterpret_cast<const uint2*>(p)); }
+
+// The 8 LUT pairs of 8 packed bytes: p[i] = (LUT[hi nibble], LUT[lo nibble]) of byte i, from the shared table.
+__device__ __forceinline__ void decode8(const unsigned char* s_lut, uint32_t lane4, uint2 wv, uint32_t (&p)[8]) {
+#pragma unroll
+  for (int b = 0; b < 4; ++b) {
+    p[b] = *reinterpret_cast<const uint32_t*>(s_lut + __byte_perm(wv.x, lane4, 0x5504u | (b << 4)));
+    p[4 + b] = *reinterpret_cast<const uint32_t*>(s_lut + __byte_perm(wv.y, lane4, 0x5504u | (b << 4)));
+  }
+}
+
+template <int MB>
+struct MmaCfg {
+  static constexpr int NT = MB == 16 ? 2 : 1;     // n-tiles of 8 x rows
+  static constexpr int kDepth = MB == 1 ? 8 : 2;  // items buffered between barriers
+  static constexpr int kVals = MB == 1 ? 1 : MB;  // sums per (warp, row) in the item buffer
+};
+
+// Dynamic shared memory of the MMA kernel for (MB, K, element size).
+inline size_t mma_smem_bytes(int MB, int64_t K, int es) {
+  const int depth = MB == 1 ? 8 : 2, vals = MB == 1 ? 1 : MB;
+  return static_cast<size_t>(kLutBytes) + (MB == 1 ? static_cast<size_t>(K) * es : 0) + 256 * 4 +
+         static_cast<size_t>(2) * depth * kMW * 16 * vals * 4;
+}
+
+// One group of U chunks of rows g and g + 8 of a lane: packed bytes, and the scale inputs of the chunks this lane
+// loads (chunk t + 4 v of the group; nested: absmax code q and absmax2 a; plain: absmax in a).
+template <int U>
+struct MGroup {
+  static constexpr int SPL = (U + 3) / 4;
+  uint2 wg[U], wh[U];
+  uint32_t qg[SPL], qh[SPL];
+  float ag[SPL], ah[SPL];
+};
+
+// Lab-only variants of the kernel (LAB): 0 = as in gemm4bit.cu; read-only = the loads and the bookkeeping without the
+// decode and the MMAs (the ceiling of this load structure); x in registers (the x fragments of the warp's run, when a
+// group is the whole run) instead of shared memory; split = a partial group decodes only the chunks that count.
+constexpr int kLabReadOnly = 1, kLabXRegs = 2, kLabSplit = 3;
+
+template <typename T, int MB, bool NESTED, int U, int LAB = 0>
+__global__ void __launch_bounds__(kMW * 32, 1)
+    gemv4_mma_kernel(T* __restrict__ out, const T* __restrict__ x, WeightArgs w, const T* __restrict__ bias, int64_t M, int64_t N,
+                     int64_t K, int lg_wpt, int cpw, Lut16 lut) {
+  using Cfg = MmaCfg<MB>;
+  constexpr int NT = Cfg::NT, D = Cfg::kDepth, V = Cfg::kVals, SPL = MGroup<U>::SPL;
+  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* s_lut = smem;                                      // [256 bytes][64 words]; words 0..31 used
+  T* s_x = reinterpret_cast<T*>(smem + kLutBytes);                  // MB == 1: x (K,)
+  float* s_code = reinterpret_cast<float*>(smem + kLutBytes + (MB == 1 ? K * static_cast<int64_t>(sizeof(T)) : 0));
+  float* s_buf = s_code + 256;                                      // [2][D][kMW][16][V]
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int wpt = 1 << lg_wpt, tpi = kMW >> lg_wpt, ti = warp >> lg_wpt, kw = warp & (wpt - 1);
+  const int C = static_cast<int>(K >> 6);  // chunks per row (>= U)
+  const int ntiles = static_cast<int>((N + 15) >> 4);
+  const int items = (ntiles + tpi - 1) / tpi;
+  const int g0 = blockIdx.x;
+  if (g0 >= items) return;  // block-uniform
+  const int mine = (items - g0 + static_cast<int>(gridDim.x) - 1) / static_cast<int>(gridDim.x);  // items of this CTA
+  const int G = (cpw + U - 1) / U;  // groups per item
+  const int total = mine * G;       // groups of this warp
+  const int64_t rowbytes = K >> 1;
+  const int lg_cpb = w.lg_bs - 6;   // chunks per block = 2^lg_cpb
+  const int run0 = kw * cpw;                   // this warp's chunks of a row: [run0, run1)
+  const int run1 = run0 + cpw < C ? run0 + cpw : C;
+
+  // A group covers chunks [cs, cs + U) of the warp's run, clipped to [cs, run1); its loads read chunks [cl, cl + U)
+  // with cl = min(cs, C - U), always inside the row, and unit u counts iff lo <= u < hi (warp-uniform).
+  auto group_start = [&](int q) {
+    const int cs = run0 + q * U;
+    return cs < C - U ? cs : C - U;
+  };
+
+  // Load side: rows g and g + 8 of the item being loaded (clamped to N - 1: those sums are never stored).
+  const uint8_t* lpg = nullptr;
+  const uint8_t* lph = nullptr;
+  int64_t lfg = 0, lfh = 0;  // flat chunk index of the rows' first chunk
+  const int nlast = static_cast<int>(N - 1);
+  auto set_item = [&](int i) {
+    const int r = ((g0 + i * static_cast<int>(gridDim.x)) * tpi + ti) * 16 + g;
+    const int64_t rg = r < nlast ? r : nlast, rh = r + 8 < nlast ? r + 8 : nlast;
+    lpg = w.packed + rg * rowbytes + t * 8;
+    lph = w.packed + rh * rowbytes + t * 8;
+    lfg = rg * C;
+    lfh = rh * C;
+  };
+  auto load = [&](MGroup<U>& b, int q) {
+    const int cl = group_start(q);
+    const uint8_t* pg = lpg + cl * 32;
+    const uint8_t* ph = lph + cl * 32;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      b.wg[u] = ld_w8(pg + u * 32);
+      b.wh[u] = ld_w8(ph + u * 32);
+    }
+#pragma unroll
+    for (int v = 0; v < SPL; ++v) {
+      const int uu = t + 4 * v;
+      if (uu < U) {
+        const int64_t bg = (lfg + cl + uu) >> lg_cpb, bh = (lfh + cl + uu) >> lg_cpb;
+        if (NESTED) {
+          b.qg[v] = w.qabsmax[bg];
+          b.qh[v] = w.qabsmax[bh];
+          b.ag[v] = __ldg(w.nested_absmax + (bg >> 8));
+          b.ah[v] = __ldg(w.nested_absmax + (bh >> 8));
+        } else {
+          b.qg[v] = b.qh[v] = 0u;
+          b.ag[v] = __ldg(w.absmax + bg);
+          b.ah[v] = __ldg(w.absmax + bh);
+        }
+      } else {
+        b.qg[v] = b.qh[v] = 0u;
+        b.ag[v] = b.ah[v] = 0.0f;
+      }
+    }
+  };
+
+  // The first group's loads go out before the tables are filled, so they are in flight meanwhile.
+  MGroup<U> cur, nxt;
+  int li = 0;
+  int lq = 0;
+  set_item(0);
+  load(cur, 0);
+  if (++lq == G) lq = 0, ++li, set_item(li);
+
+  // Byte -> pair table: thread (warp w, lane l) writes bytes b = w + 16 i, whose pairs are (LUT[i], LUT[w]).
+  {
+    const uint32_t hi = pack_pair<T>(0.0f, lut.v[warp & 15]) & 0xffff0000u;
+    uint32_t* tw = reinterpret_cast<uint32_t*>(s_lut);
+#pragma unroll
+    for (int i = 0; i < 16; ++i) tw[((warp & 15) + 16 * i) * 64 + lane] = hi | (pack_pair<T>(lut.v[i], 0.0f) & 0xffffu);
+  }
+  if (NESTED)
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) s_code[i] = w.nested_code[i];
+  if constexpr (MB == 1) {
+    const uint4* xs = reinterpret_cast<const uint4*>(x);
+    uint4* xd = reinterpret_cast<uint4*>(s_x);
+    const int nx = static_cast<int>(K * static_cast<int64_t>(sizeof(T)) / 16);
+    for (int base = 0; base < nx; base += 4 * blockDim.x) {  // four loads in flight per thread
+      uint4 v[4];
+#pragma unroll
+      for (int a = 0; a < 4; ++a) {
+        const int idx = base + a * blockDim.x + threadIdx.x;
+        if (idx < nx) v[a] = __ldg(xs + idx);
+      }
+#pragma unroll
+      for (int a = 0; a < 4; ++a) {
+        const int idx = base + a * blockDim.x + threadIdx.x;
+        if (idx < nx) xd[idx] = v[a];
+      }
+    }
+  }
+  __syncthreads();
+
+  const uint32_t lane4 = static_cast<uint32_t>(lane) * 4;
+  // lab (kLabXRegs, needs G == 1): the warp's x fragments of its whole run held in registers
+  uint32_t xr[LAB == kLabXRegs ? U : 1][8];
+  if constexpr (LAB == kLabXRegs) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = group_start(0) + u;
+      const uint4* xp = reinterpret_cast<const uint4*>(s_x + c * 64 + t * 16);
+      const uint4 xa = xp[0], xb = xp[1];
+      xr[u][0] = xa.x, xr[u][1] = xa.y, xr[u][2] = xa.z, xr[u][3] = xa.w, xr[u][4] = xb.x, xr[u][5] = xb.y, xr[u][6] = xb.z, xr[u][7] = xb.w;
+    }
+  }
+  float acc[NT][4];
+#pragma unroll
+  for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+  int ci = 0;
+  int cq = 0;
+  for (int s = 0; s < total; ++s) {
+    const bool more = s + 1 < total;  // block-uniform
+    if (more) {
+      load(nxt, lq);
+      if (++lq == G) lq = 0, ++li, set_item(li);
+    }
+    // the scales of the chunks this lane loaded
+    float sg[SPL], sh[SPL];
+#pragma unroll
+    for (int v = 0; v < SPL; ++v) {
+      sg[v] = NESTED ? __fmaf_rn(s_code[cur.qg[v]], cur.ag[v], w.offset) : cur.ag[v];
+      sh[v] = NESTED ? __fmaf_rn(s_code[cur.qh[v]], cur.ah[v], w.offset) : cur.ah[v];
+    }
+    const int cl = group_start(cq);
+    const int lo = run0 + cq * U - cl;
+    const int hi = run1 - cl;  // may be <= 0 or > U: only lo <= u < hi counts
+    // Unit u of the group: decode, MMAs, and (when it counts) the scaled sums added to acc.
+    auto unit = [&](int u, bool counts) {
+      const int src = (lane & ~3) | (u & 3);
+      const float su = __shfl_sync(kFull, sg[u >> 2], src), sv = __shfl_sync(kFull, sh[u >> 2], src);
+      if constexpr (LAB == kLabReadOnly) {
+        if (counts) acc[0][0] += __uint_as_float((cur.wg[u].x ^ cur.wh[u].y ^ cur.wg[u].y ^ cur.wh[u].x) & 0x3f8fffffu) * su * sv;
+        return;
+      }
+      const int c = cl + u;
+      uint32_t pg[8], ph[8];
+      decode8(s_lut, lane4, cur.wg[u], pg);
+      decode8(s_lut, lane4, cur.wh[u], ph);
+      float d[NT][4];
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        uint32_t xw[8];
+        if constexpr (MB == 1 && LAB == kLabXRegs) {
+#pragma unroll
+          for (int q = 0; q < 8; ++q) xw[q] = xr[u][q];
+        } else if constexpr (MB == 1) {
+          const uint4* xp = reinterpret_cast<const uint4*>(s_x + c * 64 + t * 16);
+          const uint4 xa = xp[0], xb = xp[1];
+          xw[0] = xa.x, xw[1] = xa.y, xw[2] = xa.z, xw[3] = xa.w, xw[4] = xb.x, xw[5] = xb.y, xw[6] = xb.z, xw[7] = xb.w;
+        } else {
+          const int m = n * 8 + g;
+          if (m < M) {
+            const uint4* xp = reinterpret_cast<const uint4*>(x + m * K + c * 64 + t * 16);
+            const uint4 xa = __ldg(xp), xb = __ldg(xp + 1);
+            xw[0] = xa.x, xw[1] = xa.y, xw[2] = xa.z, xw[3] = xa.w, xw[4] = xb.x, xw[5] = xb.y, xw[6] = xb.z, xw[7] = xb.w;
+          } else {
+#pragma unroll
+            for (int q = 0; q < 8; ++q) xw[q] = 0u;
+          }
+        }
+        d[n][0] = d[n][1] = d[n][2] = d[n][3] = 0.0f;
+#pragma unroll
+        for (int q = 0; q < 4; ++q) mma16816<T>(d[n], pg[2 * q], ph[2 * q], pg[2 * q + 1], ph[2 * q + 1], xw[2 * q], xw[2 * q + 1]);
+      }
+      if (counts) {  // warp-uniform
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+          acc[n][0] = fmaf(d[n][0], su, acc[n][0]);
+          acc[n][1] = fmaf(d[n][1], su, acc[n][1]);
+          acc[n][2] = fmaf(d[n][2], sv, acc[n][2]);
+          acc[n][3] = fmaf(d[n][3], sv, acc[n][3]);
+        }
+      }
+    };
+    if (LAB != kLabSplit || (lo <= 0 && hi >= U)) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) unit(u, u >= lo && u < hi);  // straight-line: the U units' chains overlap
+    } else {
+#pragma unroll
+      for (int u = 0; u < U; ++u)  // lab: a partial group decodes only the chunks that count
+        if (u >= lo && u < hi) unit(u, true);
+    }
+    if (cq == G - 1) {  // block-uniform: item ci is done for every warp
+      const int slot = static_cast<int>(ci % D);
+      const int bsel = static_cast<int>((ci / D) & 1);
+      float* sb = s_buf + ((bsel * D + slot) * kMW + warp) * 16 * V;
+      if constexpr (MB == 1) {
+        if (t == 0) sb[g] = acc[0][0], sb[g + 8] = acc[0][2];
+      } else {
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+          const int m = n * 8 + 2 * t;
+          sb[g * V + m] = acc[n][0];
+          sb[g * V + m + 1] = acc[n][1];
+          sb[(g + 8) * V + m] = acc[n][2];
+          sb[(g + 8) * V + m + 1] = acc[n][3];
+        }
+      }
+#pragma unroll
+      for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+      if (slot == D - 1 || ci == mine - 1) {  // block-uniform: add the buffered items' sums, in warp order
+        __syncthreads();
+        const int first = ci - slot;
+        const int per = tpi * 16 * V;
+        for (int e = threadIdx.x; e < (slot + 1) * per; e += blockDim.x) {
+          const int dd = e / per, rem = e - dd * per;
+          const int tl = rem / (16 * V), rv = rem - tl * 16 * V;
+          const int r = rv / V, m = rv - r * V;
+          const int64_t n = (static_cast<int64_t>(g0 + (first + dd) * static_cast<int>(gridDim.x)) * tpi + tl) * 16 + r;
+          if (n < N && m < M) {
+            const float* p = s_buf + ((bsel * D + dd) * kMW + tl * wpt) * 16 * V + rv;
+            float sum = 0.0f;
+            for (int q = 0; q < wpt; ++q) sum += p[q * 16 * V];
+            out[m * N + n] = from_f<T>(sum + (bias != nullptr ? to_f(bias[n]) : 0.0f));
+          }
+        }
+      }
+      ++ci;
+      cq = 0;
+    } else {
+      ++cq;
+    }
+    if (!more) break;
+    cur = nxt;
+  }
+}
+
+// ---- host -----------------------------------------------------------------------------------------------------------------
+
+__device__ __forceinline__ uint32_t hash32(uint64_t i, uint32_t seed) {
+  uint64_t z = i * 0x9E3779B97F4A7C15ull + seed * 0xD1B54A32D192ED03ull + 0x632BE59BD9B4E019ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return static_cast<uint32_t>((z ^ (z >> 31)) >> 32);
+}
+__global__ void fill_bytes(uint8_t* p, int64_t n, uint32_t seed) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    p[i] = static_cast<uint8_t>(hash32(i, seed));
+}
+__global__ void fill_uniform(float* p, int64_t n, uint32_t seed, float lo, float hi) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    p[i] = lo + (hi - lo) * (hash32(i, seed) * (1.0f / 4294967296.0f));
+}
+template <typename T>
+__global__ void fill_normal(T* p, int64_t n, uint32_t seed) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float u1 = (hash32(2 * i, seed) + 1.0f) * (1.0f / 4294967296.0f), u2 = hash32(2 * i + 1, seed) * (1.0f / 4294967296.0f);
+    p[i] = from_f<T>(sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2));
+  }
+}
+template <typename T>
+__global__ void to_float(float* o, const T* p, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    o[i] = to_f(p[i]);
+}
+
+// Lab ceiling: a plain coalesced streaming read of n16 16-byte words (grid-stride, 4 loads in flight per thread).
+__global__ void __launch_bounds__(512) stream_read_kernel(const uint4* __restrict__ p, int64_t n16, uint32_t* sink) {
+  uint32_t a = 0;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n16; i += 4 * stride) {
+    uint4 v[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = i + j * stride < n16 ? __ldcs(p + i + j * stride) : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) a ^= v[j].x ^ v[j].y ^ v[j].z ^ v[j].w;
+  }
+  if (a == 0x12345678u) sink[0] = a;
+}
+
+struct State {
+  uint8_t* packed = nullptr;
+  uint8_t* q = nullptr;       // nested: absmax codes
+  float* absmax = nullptr;    // plain: absmax
+  float* nested = nullptr;    // absmax2 (nb / 256)
+  float* code = nullptr;      // 256 sorted values
+  int64_t bytes = 0;          // packed + absmax codes (or absmax) + nested absmax read per call
+};
+
+State make_state(int64_t N, int64_t K, int bs, bool nested, uint32_t seed) {
+  State s;
+  const int64_t nk = N * K, nb = (nk + bs - 1) / bs;
+  CK(cudaMalloc(&s.packed, nk / 2));
+  fill_bytes<<<1024, 256>>>(s.packed, nk / 2, seed);
+  if (nested) {
+    CK(cudaMalloc(&s.q, nb));
+    fill_bytes<<<1024, 256>>>(s.q, nb, seed + 1);
+    const int64_t n2 = (nb + 255) / 256;
+    CK(cudaMalloc(&s.nested, n2 * 4));
+    fill_uniform<<<64, 256>>>(s.nested, n2, seed + 2, 0.005f, 0.03f);
+    std::vector<float> code(256);
+    for (int i = 0; i < 256; ++i) code[i] = -1.0f + 2.0f * i / 255.0f;
+    CK(cudaMalloc(&s.code, 256 * 4));
+    CK(cudaMemcpy(s.code, code.data(), 1024, cudaMemcpyHostToDevice));
+    s.bytes = nk / 2 + nb + n2 * 4;
+  } else {
+    CK(cudaMalloc(&s.absmax, nb * 4));
+    fill_uniform<<<1024, 256>>>(s.absmax, nb, seed + 1, 0.01f, 0.05f);
+    s.bytes = nk / 2 + nb * 4;
+  }
+  CK(cudaGetLastError());
+  return s;
+}
+void free_state(State& s) {
+  cudaFree(s.packed), cudaFree(s.q), cudaFree(s.absmax), cudaFree(s.nested), cudaFree(s.code);
+}
+WeightArgs args_of(const State& s, int bs) {
+  int lg = 0;
+  while ((1 << lg) < bs) ++lg;
+  return WeightArgs{s.packed, s.absmax, s.q, s.nested, s.code, 0.031f, lg};
+}
+
+int g_sms = 0;
+bool g_prof = false;  // few timed launches (under a profiler)
+double g_copy_bw = 0.0;  // GB/s read + written
+
+template <typename T, bool NESTED>
+void launch_old(cudaStream_t st, T* out, const T* x, const WeightArgs& w, int64_t N, int64_t K, const Lut16& lut) {
+  const int64_t steps = (K + 1023) / 1024;
+  int lg = 0;
+  while ((int64_t{1} << lg) < steps) ++lg;
+  const int64_t per_item = kM1Warps >> lg, items = (N + per_item - 1) / per_item;
+  const int64_t gx = items < g_sms ? items : g_sms;
+  gemv4_m1_kernel<T, NESTED><<<static_cast<unsigned>(gx), kM1Warps * 32, 0, st>>>(out, x, w, nullptr, N, K, lg, lut);
+}
+
+// Warps per tile. target 0: gemm4bit.cu's rule, as many (up to kMW) as leave each warp at least 4 chunks of a row
+// (16 for both benchmark shapes); target > 0: the fewest that leave each warp at most `target` chunks (a second
+// configuration for the correctness sweep).
+int mma_lg_wpt(int64_t C, int target) {
+  int lg = 4;
+  if (target > 0) {
+    lg = 0;
+    while (lg < 4 && (C + (1 << lg) - 1) / (1 << lg) > target) ++lg;
+  } else {
+    while (lg > 0 && (C >> lg) < 4) --lg;
+  }
+  return lg;
+}
+
+template <typename T, int MB, bool NESTED, int U, int LAB = 0>
+void launch_mma(cudaStream_t st, T* out, const T* x, const WeightArgs& w, int64_t M, int64_t N, int64_t K, const Lut16& lut, int target) {
+  const int64_t C = K / 64;
+  if (C < U) {
+    std::fprintf(stderr, "launch_mma: K %lld < 64 * U\n", (long long)K);
+    std::exit(1);
+  }
+  const int lg = mma_lg_wpt(C, target);
+  const int cpw = static_cast<int>((C + (1 << lg) - 1) >> lg);
+  const int64_t tpi = kMW >> lg, items = ((N + 15) / 16 + tpi - 1) / tpi;
+  const size_t smem = mma_smem_bytes(MB, K, sizeof(T));
+  static bool attr = false;
+  if (!attr) {
+    CK(cudaFuncSetAttribute(gemv4_mma_kernel<T, MB, NESTED, U, LAB>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
+    attr = true;
+  }
+  const int64_t gx = items < g_sms ? items : g_sms;
+  gemv4_mma_kernel<T, MB, NESTED, U, LAB><<<static_cast<unsigned>(gx), kMW * 32, smem, st>>>(out, x, w, nullptr, M, N, K, lg, cpw, lut);
+}
+
+template <typename T>
+const char* tname() {
+  return std::is_same<T, __half>::value ? "f16" : std::is_same<T, float>::value ? "f32" : "bf16";
+}
+
+// max |a - r| / max |r| of n outputs (a in T on the device, r float32 on the device).
+template <typename T>
+double rel_err(const T* a_dev, const float* r_dev, int64_t n) {
+  float* af;
+  CK(cudaMalloc(&af, n * 4));
+  to_float<T><<<256, 256>>>(af, a_dev, n);
+  std::vector<float> a(n), r(n);
+  CK(cudaMemcpy(a.data(), af, n * 4, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(r.data(), r_dev, n * 4, cudaMemcpyDeviceToHost));
+  cudaFree(af);
+  double e = 0.0, m = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = std::fabs(static_cast<double>(a[i]) - r[i]);
+    e = d > e || d != d ? d : e;
+    m = std::fabs(r[i]) > m ? std::fabs(r[i]) : m;
+  }
+  return m > 0 ? e / m : e;
+}
+
+template <typename F>
+float time_us(F&& f, int iters) {
+  for (int i = 0; i < 20; ++i) f(i);
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  CK(cudaEventRecord(a));
+  for (int i = 0; i < iters; ++i) f(i);
+  CK(cudaEventRecord(b));
+  CK(cudaEventSynchronize(b));
+  CK(cudaGetLastError());
+  float ms = 0.0f;
+  CK(cudaEventElapsedTime(&ms, a, b));
+  cudaEventDestroy(a), cudaEventDestroy(b);
+  return ms * 1e3f / iters;
+}
+
+constexpr int kCopies = 4;
+
+// One benchmark shape: 4 weight copies, the reference on copy 0, then every candidate (error + time).
+template <typename T>
+void bench_shape(int64_t M, int64_t N, int64_t K, bool timing, bool old_too) {
+  const int bs = 64;
+  State st[kCopies];
+  for (int c = 0; c < kCopies; ++c) st[c] = make_state(N, K, bs, true, 100 + 17 * c + static_cast<uint32_t>(N));
+  T *x, *out;
+  float* ref;
+  CK(cudaMalloc(&x, M * K * sizeof(T)));
+  CK(cudaMalloc(&out, M * N * sizeof(T)));
+  CK(cudaMalloc(&ref, M * N * 4));
+  fill_normal<T><<<256, 256>>>(x, M * K, 7);
+  Lut16 lut;
+  std::memcpy(lut.v, kNF4, sizeof lut.v);
+  const WeightArgs w0 = args_of(st[0], bs);
+  ref_kernel<T, true><<<static_cast<unsigned>((M * N + 127) / 128), 128>>>(ref, x, w0, M, N, K, lut);
+  CK(cudaDeviceSynchronize());
+  const int iters = g_prof ? 5 : M == 1 ? 500 : 200;
+  auto report = [&](const char* name, auto&& launch) {
+    CK(cudaMemset(out, 0xff, M * N * sizeof(T)));
+    launch(0);
+    CK(cudaDeviceSynchronize());
+    const double err = rel_err<T>(out, ref, M * N);
+    if (!timing) {
+      std::printf("  %-4s M %2lld N %5lld K %5lld %-34s err %.2e\n", tname<T>(), (long long)M, (long long)N, (long long)K, name, err);
+      return;
+    }
+    const float us = time_us([&](int i) { launch(i % kCopies); }, iters);
+    const double gbs = st[0].bytes / (us * 1e-6) / 1e9;
+    std::printf("  %-4s M %2lld N %5lld K %5lld %-34s err %.2e  %7.2f us  %6.0f GB/s  %3.0f%% of copy\n", tname<T>(), (long long)M,
+                (long long)N, (long long)K, name, err, us, gbs, 100.0 * gbs / g_copy_bw);
+  };
+  cudaStream_t s0 = 0;
+  if (M == 1 && old_too) {
+    uint32_t* sink;
+    CK(cudaMalloc(&sink, 4));
+    const int64_t n16 = N * K / 32;
+    const float us = time_us([&](int i) { stream_read_kernel<<<g_sms * 4, 512>>>(reinterpret_cast<const uint4*>(st[i % kCopies].packed), n16, sink); }, iters);
+    const double gbs = n16 * 16 / (us * 1e-6) / 1e9;
+    std::printf("  %-4s M %2lld N %5lld K %5lld %-34s                %7.2f us  %6.0f GB/s  %3.0f%% of copy\n", tname<T>(), (long long)M,
+                (long long)N, (long long)K, "stream read of packed (ceiling)", us, gbs, 100.0 * gbs / g_copy_bw);
+    cudaFree(sink);
+    report("mma read-only (no decode/MMA)", [&](int c) { launch_mma<T, 1, true, 4, kLabReadOnly>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+  }
+  if (M == 1 && old_too) report("old m1 (shfl LUT, fp32 FMA)", [&](int c) { launch_old<T, true>(s0, out, x, args_of(st[c], bs), N, K, lut); });
+  if (M == 1) {
+    report("mma U4 (gemm4bit.cu)", [&](int c) { launch_mma<T, 1, true, 4>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+    report("mma U2", [&](int c) { launch_mma<T, 1, true, 2>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+    if (K / 64 % (16 * 4) != 0)
+      report("mma U4 split partial groups", [&](int c) { launch_mma<T, 1, true, 4, kLabSplit>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+    if (K / 64 == 16 * 4)
+      report("mma U4 x in registers", [&](int c) { launch_mma<T, 1, true, 4, kLabXRegs>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+  } else if (M <= 8) {
+    report("mma MB8 U4 (gemm4bit.cu)", [&](int c) { launch_mma<T, 8, true, 4>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+  } else {
+    report("mma MB16 U4 (gemm4bit.cu)", [&](int c) { launch_mma<T, 16, true, 4>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+    report("mma MB16 U2", [&](int c) { launch_mma<T, 16, true, 2>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+  }
+  for (auto& s : st) free_state(s);
+  cudaFree(x), cudaFree(out), cudaFree(ref);
+}
+
+// Correctness of the MMA kernel on odd shapes, blocksizes, FP4, plain absmax (one copy, no timing).
+template <typename T, int MB>
+void check_case(int64_t M, int64_t N, int64_t K, int bs, bool nested, bool fp4, int target, double& worst) {
+  State s = make_state(N, K, bs, nested, 5 + static_cast<uint32_t>(N + K));
+  T *x, *out;
+  float* ref;
+  CK(cudaMalloc(&x, M * K * sizeof(T)));
+  CK(cudaMalloc(&out, M * N * sizeof(T)));
+  CK(cudaMalloc(&ref, M * N * 4));
+  fill_normal<T><<<256, 256>>>(x, M * K, 9);
+  Lut16 lut;
+  std::memcpy(lut.v, fp4 ? kFP4 : kNF4, sizeof lut.v);
+  const WeightArgs w = args_of(s, bs);
+  if (nested) ref_kernel<T, true><<<static_cast<unsigned>((M * N + 127) / 128), 128>>>(ref, x, w, M, N, K, lut);
+  else ref_kernel<T, false><<<static_cast<unsigned>((M * N + 127) / 128), 128>>>(ref, x, w, M, N, K, lut);
+  CK(cudaMemset(out, 0xff, M * N * sizeof(T)));
+  const int64_t C = K / 64;
+  if (nested && C >= 4 && MB == 1 && target == 8) launch_mma<T, MB, true, 4, kLabSplit>(0, out, x, w, M, N, K, lut, target);
+  else if (nested && C >= 4) launch_mma<T, MB, true, 4>(0, out, x, w, M, N, K, lut, target);
+  else if (nested && C >= 2) launch_mma<T, MB, true, 2>(0, out, x, w, M, N, K, lut, target);
+  else if (nested) launch_mma<T, MB, true, 1>(0, out, x, w, M, N, K, lut, target);
+  else if (C >= 4) launch_mma<T, MB, false, 4>(0, out, x, w, M, N, K, lut, target);
+  else launch_mma<T, MB, false, 1>(0, out, x, w, M, N, K, lut, target);
+  CK(cudaDeviceSynchronize());
+  const double e = rel_err<T>(out, ref, M * N);
+  worst = e > worst || e != e ? e : worst;
+  if (!(e <= (std::is_same<T, __half>::value ? 4e-3 : 1.6e-2)))
+    std::printf("  FAIL %s MB %d M %lld N %lld K %lld bs %d %s%s target %d: err %.2e\n", tname<T>(), MB, (long long)M, (long long)N,
+                (long long)K, bs, fp4 ? "fp4" : "nf4", nested ? "+dq" : "", target, e);
+  free_state(s);
+  cudaFree(x), cudaFree(out), cudaFree(ref);
+}
+
+template <typename T>
+void check_all() {
+  double worst = 0.0;
+  const int64_t shapes[][3] = {{21, 14336, 64}, {256, 1024, 64}, {100, 2048, 128}, {40, 3072, 4096}, {48, 1088, 64},
+                               {9, 64, 64},     {37, 4160, 256}, {130, 192, 64},   {1000, 512, 64}};
+  for (const auto& sh : shapes) {
+    for (int nested = 0; nested < 2; ++nested) {
+      for (int target : {0, 8}) {
+        const bool fp4 = (sh[0] & 1) != 0;
+        check_case<T, 1>(1, sh[0], sh[1], static_cast<int>(sh[2]), nested != 0, fp4, target, worst);
+        check_case<T, 8>(3, sh[0], sh[1], static_cast<int>(sh[2]), nested != 0, !fp4, target, worst);
+        check_case<T, 16>(13, sh[0], sh[1], static_cast<int>(sh[2]), nested != 0, fp4, target, worst);
+      }
+    }
+  }
+  std::printf("  %s odd shapes / bs / fp4 / plain absmax, MB 1/8/16: worst rel err %.2e\n", tname<T>(), worst);
+}
+
+__global__ void empty_kernel() {}
+
+
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::strcmp(argv[1], "quick") == 0;
+  const bool prof = argc > 1 && std::strcmp(argv[1], "prof") == 0;  // for ncu: one shape, few launches, no copy
+
+  cudaDeviceProp p;
+  CK(cudaGetDeviceProperties(&p, 0));
+  g_sms = p.multiProcessorCount;
+  std::printf("%s, %d SMs\n", p.name, g_sms);
+  if (prof) {
+    g_copy_bw = 1.0;
+    g_prof = true;
+    bench_shape<__nv_bfloat16>(1, 4096, 14336, true, true);
+    return 0;
+  }
+  {
+    const size_t n = size_t{1} << 30;
+    void *a, *b;
+    CK(cudaMalloc(&a, n));
+    CK(cudaMalloc(&b, n));
+    CK(cudaMemset(a, 1, n));
+    const float us = time_us([&](int) { CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice)); }, 10);
+    g_copy_bw = 2.0 * n / (us * 1e-6) / 1e9;
+    std::printf("copy 1 GiB D2D: %.1f us, %.0f GB/s read + written\n", us, g_copy_bw);
+    cudaFree(a), cudaFree(b);
+    std::printf("empty kernel back to back: %.2f us\n", time_us([&](int) { empty_kernel<<<132, 512>>>(); }, 2000));
+  }
+  std::printf("correctness (MMA kernel vs reference):\n");
+  check_all<__nv_bfloat16>();
+  check_all<__half>();
+  std::printf("benchmarks (NF4 + double quant, bs 64, %d rotating copies):\n", kCopies);
+  for (const auto nk : {std::pair<int64_t, int64_t>{4096, 14336}, std::pair<int64_t, int64_t>{14336, 4096}}) {
+    bench_shape<__nv_bfloat16>(1, nk.first, nk.second, true, true);
+    if (!quick) {
+      bench_shape<__half>(1, nk.first, nk.second, true, true);
+      bench_shape<__nv_bfloat16>(4, nk.first, nk.second, true, false);
+      bench_shape<__nv_bfloat16>(16, nk.first, nk.second, true, false);
+    }
+  }
+  return 0;
+}
