@@ -331,4 +331,23 @@ void matmul(int device, void* out, DType outDtype, const void* a, const void* b,
 
 const char* gemm_backend(int device) { return cublas_handle(device) != nullptr ? "cublas" : "fallback"; }
 
+bool int8_gemm_cublas(int device, int32_t* out, const int8_t* a, const int8_t* b, int64_t M, int64_t N, int64_t K) {
+  // cuBLAS's integer GEMM wants K-contiguous operands with ld % 4 == 0 ("TN"), and int sizes.
+  const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (K % 4 != 0 || M > INT_MAX || N > INT_MAX || K > INT_MAX || !aligned16(a) || !aligned16(b) || !aligned16(out)) return false;
+  cublas::Handle h = cublas_handle(device);
+  if (h == nullptr) return false;
+  const cublas::Api* api = cublas::api();
+  // Column-major view: out^T (N, M) = B (N, K) as op T of a (K, N) ld K matrix, times A^T (K, M) (ld K, op N).
+  const int32_t alpha = 1, beta = 0;
+  const int status = api->gemm_ex(h, cublas::kOpT, cublas::kOpN, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &alpha, b,
+                                  cublas::kR8I, static_cast<int>(K), a, cublas::kR8I, static_cast<int>(K), &beta, out, cublas::kR32I,
+                                  static_cast<int>(N), cublas::kCompute32I, cublas::kGemmDefault);
+  if (status == cublas::kSuccess) return true;
+  constexpr int kStatusInvalidValue = 7;  // CUBLAS_STATUS_INVALID_VALUE: a shape / alignment this build rejects
+  if (status == kStatusNotSupported || status == kStatusInvalidValue) return false;
+  throw_device_error("int8Matmul: cublasGemmEx (int8, CUBLAS_COMPUTE_32I) failed on cuda:" + std::to_string(device) + " (status " +
+                     std::to_string(status) + ")");
+}
+
 }  // namespace lowbit::cuda

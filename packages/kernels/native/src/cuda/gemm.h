@@ -26,4 +26,10 @@ void matmul(int device, void* out, DType outDtype, const void* a, const void* b,
 // not installed, its handle could not be created, or LOWBIT_CUBLAS=0). Loads cuBLAS on first call.
 const char* gemm_backend(int device);
 
+// int8Matmul's large-M path (int8.cu): out (M, N) int32 = A (M, K) int8 @ B (N, K)^T through cuBLAS's integer GEMM
+// (CUBLAS_COMPUTE_32I, exact). Returns false, having queued nothing, when cuBLAS is not in use on the device or does
+// not take these operands (K % 4, 16-byte alignment, sizes past INT_MAX, NOT_SUPPORTED); the caller then runs its
+// own kernel. Throws DeviceError on other cuBLAS failures. Asynchronous on stream(device).
+bool int8_gemm_cublas(int device, int32_t* out, const int8_t* a, const int8_t* b, int64_t M, int64_t N, int64_t K);
+
 }  // namespace lowbit::cuda

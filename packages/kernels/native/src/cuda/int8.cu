@@ -2,9 +2,13 @@
 // (dp4a), int8_mm_dequant (bit-identical to cpu::int8_mm_dequant: explicit roundings, one fmaf) and the outlier product.
 //
 // int8 matmul: small M (<= 8) with 16-byte aligned rows runs a GEMV-style kernel (one warp per row of B, 16-byte
-// streaming loads of B, kUnroll steps in flight, dp4a on int8x4 words, int32 warp sum); everything else a 64x64 tiled
-// kernel with shared-memory tiles of 32-byte K slices (bounds-checked byte loads where K % 4 != 0 or rows are not
-// 4-byte aligned; padding is zero, so the sums are exact). int32 accumulation wraps as on the CPU.
+// streaming loads of B, kUnroll steps in flight, dp4a on int8x4 words, int32 warp sum); larger M goes to cuBLAS's
+// integer GEMM (gemm.h int8_gemm_cublas: tensor cores, exact) when cuBLAS is in use and takes the operands (K % 4 == 0,
+// 16-byte aligned); everything else runs a 64x64 tiled kernel with shared-memory tiles of 32-byte K slices
+// (bounds-checked byte loads where K % 4 != 0 or rows are not 4-byte aligned; padding is zero, so the sums are exact).
+// int32 accumulation wraps as on the CPU. The outlier product runs one thread per output for M <= 8; larger M gathers
+// the outlier columns of x and of the dequantized weight into dense float32 matrices and adds their product with the
+// float GEMM (cuBLAS), so a prefill with many outlier columns does not re-read scattered weight bytes per output.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -17,6 +21,7 @@
 #include "../cuda_reciprocal.h"
 #include "common.cuh"
 #include "cuda_backend.h"
+#include "gemm.h"
 #include "quant_kernels.h"
 
 namespace lowbit::cuda::quant {
@@ -268,6 +273,25 @@ __global__ void outlier_kernel(T* __restrict__ out, const T* __restrict__ x, con
   }
 }
 
+// The operands of the large-M outlier product as dense float32 matrices: xs (M, n_cols) = x[:, cols] and
+// ws (N, n_cols) = (CB[:, cols] * SCB) * (1/127), the values outlier_kernel multiplies.
+template <typename T>
+__global__ void outlier_gather_kernel(float* __restrict__ xs, float* __restrict__ ws, const T* __restrict__ x, const int8_t* __restrict__ CB,
+                                      const float* __restrict__ SCB, const int32_t* __restrict__ cols, int64_t n_cols, int64_t M, int64_t N,
+                                      int64_t K) {
+  constexpr float kInv127 = 7.874015718698502e-3f;
+  const int64_t nx = M * n_cols, total = nx + N * n_cols;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    if (e < nx) {
+      const int64_t m = e / n_cols, j = e % n_cols;
+      xs[e] = to_f(x[m * K + __ldg(cols + j)]);
+    } else {
+      const int64_t f = e - nx, n = f / n_cols, j = f % n_cols;
+      ws[f] = __fmul_rn(__fmul_rn(static_cast<float>(CB[n * K + __ldg(cols + j)]), SCB[n]), kInv127);
+    }
+  }
+}
+
 }  // namespace
 
 std::vector<int32_t> int8_vectorwise_quant(int device, int8_t* CB, float* SCB, const void* x, DType dtype, int64_t rows, int64_t cols,
@@ -320,6 +344,8 @@ void int8_matmul(int device, int32_t* out, const int8_t* a, const int8_t* b, int
     check_launch("int8Matmul");
     return;
   }
+  // Larger M: cuBLAS's tensor-core integer GEMM (exact int32 sums, so the same result as the kernel below).
+  if (int8_gemm_cublas(device, out, a, b, M, N, K)) return;
   const int64_t tiles_n = (N + kTile - 1) / kTile, tiles_m = (M + kTile - 1) / kTile;
   if (tiles_n > INT32_MAX) throw_shape_error("int8Matmul on cuda supports N up to " + std::to_string(int64_t{INT32_MAX} * kTile));
   const dim3 grid(static_cast<unsigned>(tiles_n), static_cast<unsigned>(tiles_m < 65535 ? tiles_m : 65535));
@@ -344,6 +370,19 @@ void int8_outlier_matmul_add(int device, void* out, const void* x, DType dtype, 
                              const int32_t* cols, int64_t n_cols, int64_t M, int64_t N, int64_t K) {
   if (M <= 0 || N <= 0 || n_cols <= 0) return;
   cudaStream_t s = stream(device);
+  if (M > kGemvMaxM) {
+    // Many rows (prefill): gather the outlier columns once and let the GEMM add xs @ ws^T into out, instead of
+    // every (m, n) output re-reading its scattered CB bytes. The float32 sums come in the GEMM's order.
+    Scratch xs(device, M * n_cols * 4), ws(device, N * n_cols * 4);
+    dispatch_float(dtype, [&](auto tag) {
+      using T = decltype(tag);
+      outlier_gather_kernel<T><<<grid_for((M + N) * n_cols, 256), 256, 0, s>>>(xs.as<float>(), ws.as<float>(), static_cast<const T*>(x), CB, SCB,
+                                                                                cols, n_cols, M, N, K);
+    });
+    check_launch("int8OutlierMatmulAdd");
+    matmul(device, out, dtype, xs.as<float>(), ws.as<float>(), DType::Float32, 1, M, N, n_cols, false, true, 0, 0, 0, 1.0f, 1.0f);
+    return;
+  }
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     outlier_kernel<T><<<rows_grid(M, N, 128), 128, 0, s>>>(static_cast<T*>(out), static_cast<const T*>(x), CB, SCB, cols, n_cols, M, N, K);
