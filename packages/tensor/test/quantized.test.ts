@@ -46,6 +46,22 @@ forEachDevice((device) => {
       }
     }
 
+    it("double quantization on the device: absmax codes, nested absmax and offset equal @lowbit/dtypes' over several nested blocks", () => {
+      const N = 64;
+      const K = 1024; // 1024 blocks of 64 → 4 nested blocks of 256
+      const w = randArr(gen, [N, K]);
+      const layer = Linear4bit.fromFloat(toTensor(w, device), { compressStatistics: true });
+      try {
+        const host = quantize4bit(Float32Array.from(w.data), { quantType: "nf4", compressStatistics: true, blocksize: 64, shape: [N, K] });
+        expect(layer.quantState.offset).toBe(host.state.offset);
+        expect(Array.from(layer.quantState.absmax)).toEqual(Array.from(host.state.absmax));
+        expect(Array.from(layer.quantState.state2!.absmax)).toEqual(Array.from(host.state.state2!.absmax));
+        expect(layer.quantState.state2!.absmax.length).toBe(4);
+      } finally {
+        layer.dispose();
+      }
+    });
+
     it("bfloat16 inputs with a float32 compute dtype come back as bfloat16", () => {
       const w = randArr(gen, [16, 64]);
       tidy(() => {

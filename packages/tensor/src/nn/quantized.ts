@@ -13,7 +13,6 @@ import {
   DYNAMIC_MAP_SIGNED,
   expected,
   quantMap,
-  quantizeBlockwise,
   type QuantType as QuantTypeName,
   type StateTensor,
 } from "@lowbit/dtypes";
@@ -81,6 +80,28 @@ function dequant4(q: Quant4Tensors, state: QuantState, dtype: FloatDType): Tenso
   }
   if (absmax !== q.absmax) absmax.dispose();
   return w;
+}
+
+/**
+ * The nested half of double quantization on absmax's device: (absmax - offset) 8-bit blockwise quantized with the
+ * signed dynamic map in blocks of NESTED_BLOCKSIZE. absmax (nBlocks,) float32 → codes (nBlocks,) uint8 and the
+ * nested absmax (ceil(nBlocks / 256),) float32, both read back for the QuantState.
+ */
+function quantizeNestedAbsmax(absmax: Tensor, offset: number): { codes: Uint8Array; absmax: Float32Array } {
+  const n = absmax.numel;
+  const device = absmax.device;
+  const centred = unaryRaw("addScalar", absmax, -offset); // float32 a - offset, one rounding (as Math.fround(a - offset))
+  const codes = empty([n], "uint8", device);
+  const absmax2 = empty([Math.ceil(n / NESTED_BLOCKSIZE)], "float32", device);
+  const code = fromTypedArray(DYNAMIC_MAP_SIGNED, [DYNAMIC_MAP_SIGNED.length], { dtype: "float32", device });
+  try {
+    if (n > 0) {
+      native().quantizeBlockwise8(codes.storage, 0, absmax2.storage, 0, centred.storage, centred.byteOffset, dtypeId("float32"), n, NESTED_BLOCKSIZE, code.storage, 0);
+    }
+    return { codes: codes.toTypedArray() as Uint8Array, absmax: absmax2.toTypedArray() as Float32Array };
+  } finally {
+    for (const t of [centred, codes, absmax2, code]) t.dispose();
+  }
 }
 
 /**
@@ -157,20 +178,23 @@ export class Linear4bit extends Module {
     }
     if (w !== weight) w.dispose();
     const absmax = absmaxT.toTypedArray() as Float32Array;
-    absmaxT.dispose();
     const base = { quantType, blocksize, dtype: weight.dtype as FloatDType, shape: [...weight.shape], code: quantMap(quantType) };
     let state: QuantState;
-    if (options.compressStatistics ?? false) {
-      // bitsandbytes double quantization: centre on the mean (float64 sum rounded to float32), then
-      // 8-bit blockwise quantize with the signed dynamic map in blocks of 256.
-      let sum = 0;
-      for (const a of absmax) sum += a;
-      const offset = Math.fround(sum / Math.max(absmax.length, 1));
-      const centred = absmax.map((a) => a - offset);
-      const q = quantizeBlockwise(centred, { blocksize: NESTED_BLOCKSIZE, code: DYNAMIC_MAP_SIGNED });
-      state = new QuantState({ ...base, absmax: q.codes, offset, state2: { absmax: q.absmax, code: DYNAMIC_MAP_SIGNED, blocksize: NESTED_BLOCKSIZE, dtype: "float32" } });
-    } else {
-      state = new QuantState({ ...base, absmax });
+    try {
+      if (options.compressStatistics ?? false) {
+        // bitsandbytes double quantization: centre on the mean (float64 sum rounded to float32), then 8-bit
+        // blockwise quantize with the signed dynamic map in blocks of 256 — on the weight's device (the same
+        // bytes as @lowbit/dtypes' quantizeBlockwise; a 7B model has ~10^8 absmax values).
+        let sum = 0;
+        for (const a of absmax) sum += a;
+        const offset = Math.fround(sum / Math.max(absmax.length, 1));
+        const nested = quantizeNestedAbsmax(absmaxT, offset);
+        state = new QuantState({ ...base, absmax: nested.codes, offset, state2: { absmax: nested.absmax, code: DYNAMIC_MAP_SIGNED, blocksize: NESTED_BLOCKSIZE, dtype: "float32" } });
+      } else {
+        state = new QuantState({ ...base, absmax });
+      }
+    } finally {
+      absmaxT.dispose();
     }
     const layer = new Linear4bit(packed, state, weight.device, options);
     packed.dispose();
