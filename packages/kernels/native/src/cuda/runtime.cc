@@ -3,7 +3,7 @@
 // fill and synchronize. Every copy and fill is queued on the device's one stream (common.cuh), so it is
 // ordered with the kernels. Host→device copies go through per-device pinned staging buffers used in turn
 // (double buffering with events) and return without waiting for the DMA; device→host waits on the
-// stream. Device memory (the caching allocator) lives in cuda/stream.cc.
+// stream, and then (like synchronize) reports a failed deferred device-side check (deferred_check.h). Device memory (the caching allocator) lives in cuda/stream.cc.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>

@@ -1,9 +1,11 @@
 // Host side of common.cuh and the device-memory half of cuda_backend.h: one stream and one memory pool
 // per device, CUDA error → typed lowbit errors, and the caching allocator. Storages, scratch and the
 // cuBLAS workspace all come from the device's own stream-ordered pool (cudaMallocFromPoolAsync on
-// stream(device)); its release threshold is "never", so in steady state an allocation reuses a cached
-// block and makes no driver call. Frees are stream-ordered too: a block is reused only after the work
-// queued before its free has run, so freeing never waits for the GPU.
+// stream(device)); its release threshold is "never", so memory once reserved stays with the pool and
+// steady-state allocations need no cudaMalloc. Frees are stream-ordered too: a block is reused only after the work
+// queued before its free has run, so freeing never waits for the GPU. In front of the pool sits a free-list
+// cache by size class (one mutex, no driver call): a decode step's hundreds of small outputs and scratch
+// buffers reuse the previous step's blocks (see DeviceState).
 #include <cuda_runtime.h>
 
 #include <array>
@@ -12,6 +14,8 @@
 #include <cstdio>
 #include <mutex>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "../napi_util.h"
 #include "common.cuh"
@@ -22,10 +26,26 @@ namespace {
 
 constexpr int kMaxDevices = 64;
 
+// Blocks up to this size are kept for reuse when freed, up to kCacheCapBytes per device in all.
+constexpr size_t kMaxCachedBlock = size_t{512} << 20;
+constexpr size_t kCacheCapBytes = size_t{2} << 30;
+// Requests up to this size are rounded up to kSmallRound bytes, so that nearby sizes share free lists.
+constexpr size_t kSmallLimit = size_t{1} << 20;
+constexpr size_t kSmallRound = 512;
+
 struct DeviceState {
   std::mutex mu;
   std::atomic<cudaStream_t> stream{nullptr};
   std::atomic<cudaMemPool_t> pool{nullptr};
+  // The free-list cache in front of the pool: an op's output freed by one step is handed to the next step's op
+  // of the same size without a driver call (cudaMallocFromPoolAsync / cudaFreeAsync cost microseconds each, and a
+  // decode step makes hundreds). Every use of a block is queued on the one stream of the device, so a block
+  // handed out again is only touched by work queued after everything that used it before (as with the pool's
+  // own stream-ordered reuse).
+  std::mutex cache_mu;
+  std::unordered_map<size_t, std::vector<void*>> free_blocks;  // size class → cached blocks
+  std::unordered_map<void*, size_t> live;                      // block → size class, for every block handed out
+  size_t cached_bytes = 0;
 };
 std::array<DeviceState, kMaxDevices> g_devices;
 
@@ -109,23 +129,60 @@ cudaStream_t stream(int device) { return ready(device).stream.load(); }
 
 cudaMemPool_t pool(int device) { return ready(device).pool.load(); }
 
+namespace {
+
+size_t size_class(int64_t bytes) {
+  const auto b = static_cast<size_t>(bytes);
+  return b <= kSmallLimit ? (b + kSmallRound - 1) / kSmallRound * kSmallRound : b;
+}
+
+// Returns every cached block of the device to the pool (stream-ordered frees). Caller holds st.cache_mu.
+void flush_cache(DeviceState& st, cudaStream_t s) {
+  for (auto& [size, blocks] : st.free_blocks) {
+    for (void* p : blocks)
+      if (cudaFreeAsync(p, s) != cudaSuccess) cudaGetLastError();
+  }
+  st.free_blocks.clear();
+  st.cached_bytes = 0;
+}
+
+}  // namespace
+
 void* pool_alloc(int device, int64_t bytes, const char* what) {
   DeviceState& st = ready(device);
   cudaStream_t s = st.stream.load();
   cudaMemPool_t p = st.pool.load();
+  const size_t cls = size_class(bytes);
+  std::lock_guard<std::mutex> lk(st.cache_mu);
+  if (auto it = st.free_blocks.find(cls); it != st.free_blocks.end() && !it->second.empty()) {
+    void* ptr = it->second.back();
+    it->second.pop_back();
+    st.cached_bytes -= cls;
+    st.live.emplace(ptr, cls);
+    return ptr;
+  }
   void* ptr = nullptr;
-  cudaError_t err = cudaMallocFromPoolAsync(&ptr, static_cast<size_t>(bytes), p, s);
+  cudaError_t err = cudaMallocFromPoolAsync(&ptr, cls, p, s);
   if (err != cudaSuccess) {
-    // The cache may hold enough memory in blocks of the wrong sizes: wait for queued frees, hand every
-    // unused block back to the driver and try once more.
+    // The caches may hold enough memory in blocks of the wrong sizes: hand the free lists back to the pool, wait
+    // for queued frees, return every unused block of the pool to the driver and try once more.
     cudaGetLastError();
+    flush_cache(st, s);
     cudaStreamSynchronize(s);
     cudaGetLastError();
     cudaMemPoolTrimTo(p, 0);
     ptr = nullptr;
-    err = cudaMallocFromPoolAsync(&ptr, static_cast<size_t>(bytes), p, s);
+    err = cudaMallocFromPoolAsync(&ptr, cls, p, s);
   }
-  if (err == cudaSuccess) return ptr;
+  if (err == cudaSuccess) {
+    try {
+      st.live.emplace(ptr, cls);
+    } catch (...) {
+      cudaFreeAsync(ptr, s);
+      throw;
+    }
+    return ptr;
+  }
   cudaGetLastError();  // allocation failures are not sticky: the device stays usable
   // A failed request can leave the pool holding memory it reserved on the way; give that back too, so
   // the reported free bytes are what the driver could really hand out.
@@ -146,7 +203,25 @@ void* pool_alloc(int device, int64_t bytes, const char* what) {
 
 void pool_free(int device, void* ptr) noexcept {
   if (ptr == nullptr || device < 0 || device >= kMaxDevices) return;
-  cudaStream_t s = g_devices[static_cast<size_t>(device)].stream.load();
+  DeviceState& st = g_devices[static_cast<size_t>(device)];
+  cudaStream_t s = st.stream.load();
+  {
+    std::lock_guard<std::mutex> lk(st.cache_mu);
+    auto it = st.live.find(ptr);
+    if (it != st.live.end()) {
+      const size_t cls = it->second;
+      st.live.erase(it);
+      if (cls <= kMaxCachedBlock && st.cached_bytes + cls <= kCacheCapBytes) {
+        try {
+          st.free_blocks[cls].push_back(ptr);
+          st.cached_bytes += cls;
+          return;
+        } catch (...) {
+          // no memory for the list entry: free the block instead
+        }
+      }
+    }
+  }
   if (cudaSetDevice(device) != cudaSuccess || s == nullptr || cudaFreeAsync(ptr, s) != cudaSuccess) {
     cudaGetLastError();  // e.g. the runtime is already unloading at process exit: nothing left to free
   }
