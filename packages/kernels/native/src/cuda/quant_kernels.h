@@ -37,9 +37,11 @@ void dequantize_blockwise8(int device, void* out, DType out_dtype, const uint8_t
 
 // ---- fused 4-bit GEMM (gemm4bit.cu) ---------------------------------------------------------------------------------
 // out (M, N) in dtype = x (M, K) @ dequant(W)^T (+ bias (N,) in dtype, or null), float32 accumulation; W (N, K) packed
-// as cpu::Weight4bit describes (device pointers). M <= 16: one streaming pass over W (one warp per output feature,
-// 16-byte streaming loads, LUT in registers decoded by warp shuffles, every decoded weight reused for the M rows).
-// M > 16: W is dequantized in row chunks into scratch (dtype) and multiplied by cuda::matmul (cuBLAS).
+// as cpu::Weight4bit describes (device pointers). M <= 16: one streaming pass over W — for float16 / bfloat16 x with
+// K % 64 == 0 and blocksize >= 64 on tensor cores (bytes decoded to LUT pairs through a shared-memory table, mma.sync,
+// float32 sums scaled per 64-element chunk); otherwise one warp per output feature with the LUT in registers decoded
+// by warp shuffles (float32 x keeps float32 math). M > 16: W is dequantized in row chunks into scratch (dtype) and
+// multiplied by cuda::matmul (cuBLAS).
 void gemm4bit(int device, void* out, const void* x, DType dtype, const cpu::Weight4bit& w, int64_t M, int64_t N, int64_t K,
               const void* bias);
 
@@ -49,7 +51,8 @@ void gemm4bit(int device, void* out, const void* x, DType dtype, const cpu::Weig
 // ascending outlier columns are returned (and zeroed in CB when rows > 1); with threshold 0 nothing waits.
 std::vector<int32_t> int8_vectorwise_quant(int device, int8_t* CB, float* SCB, const void* x, DType dtype, int64_t rows,
                                            int64_t cols, double threshold);
-// out (M, N) int32 = A (M, K) int8 @ B (N, K)^T int8, exact wrapping int32 accumulation (dp4a).
+// out (M, N) int32 = A (M, K) int8 @ B (N, K)^T int8, exact int32 accumulation (dp4a kernels; cuBLAS's integer GEMM
+// for M > 8 when cuBLAS is loaded).
 void int8_matmul(int device, int32_t* out, const int8_t* a, const int8_t* b, int64_t M, int64_t N, int64_t K);
 // out (M, N) in out_dtype from C (M, N) int32 (spec §12.4, bit-identical to cpu::int8_mm_dequant).
 void int8_mm_dequant(int device, void* out, DType out_dtype, const int32_t* C, const float* row_stats, const float* col_stats,
