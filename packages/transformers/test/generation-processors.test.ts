@@ -170,6 +170,67 @@ describe("parity with transformers 5.17 (float32 scores, 2 rows × 40)", () => {
   });
 });
 
+describe("vocabulary-sized rows (the fast sort / selection paths)", () => {
+  // A 32000-entry float32 row with many exact ties, -inf entries and signed zeros.
+  let seed = 11;
+  const rnd = (): number => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+  const row = Float32Array.from({ length: 32000 }, () => {
+    const r = rnd();
+    if (r < 0.05) return -Infinity;
+    if (r < 0.08) return r < 0.065 ? 0 : -0;
+    if (r < 0.4) return Math.round(rnd() * 8) - 4; // ties
+    return (rnd() - 0.5) * 24;
+  });
+  // The reference order: by value ascending, ties by index (what transformers' stable torch.sort gives).
+  const refOrder = (v: ArrayLike<number>): number[] =>
+    Array.from({ length: v.length }, (_, i) => i).sort((a, b) => (v[a] as number) - (v[b] as number) || a - b);
+  const softmax = (v: ArrayLike<number>): Float64Array => {
+    let max = -Infinity;
+    for (let i = 0; i < v.length; i++) max = Math.max(max, v[i] as number);
+    const out = Float64Array.from(v as ArrayLike<number>, (x) => Math.exp(x - max));
+    const sum = out.reduce((a, b) => a + b, 0);
+    return out.map((x) => Math.fround(x / sum));
+  };
+
+  test("top-p keeps the smallest set past 1 − p, scanning the sorted row from the least probable token", () => {
+    const got = Float32Array.from(row);
+    new TopPLogitsWarper(0.9, 3).process([], got);
+    const order = refOrder(row);
+    const probs = softmax(order.map((i) => row[i]!));
+    const want = Float32Array.from(row);
+    let cum = 0;
+    for (let i = 0; i < order.length; i++) {
+      cum += probs[i]!;
+      if (i < order.length - 3 && Math.fround(cum) <= Math.fround(1 - 0.9)) want[order[i]!] = -Infinity;
+    }
+    expect(Array.from(got)).toEqual(Array.from(want));
+    expect(got.some((v) => v === -Infinity) && got.some((v) => v > -Infinity)).toBe(true);
+  });
+
+  test("top-k keeps every token scoring at least the k-th largest score (ties included)", () => {
+    for (const k of [1, 50, 1000, 31999]) {
+      const got = Float32Array.from(row);
+      new TopKLogitsWarper(k).process([], got);
+      const kth = Float32Array.from(row).sort()[row.length - k]!;
+      expect(Array.from(got)).toEqual(Array.from(row, (v) => (v < kth ? -Infinity : v)));
+    }
+  });
+
+  test("min-p keeps its minTokensToKeep most probable tokens, ties going to the higher index", () => {
+    const flat = new Float32Array(32000).fill(1); // every token tied: min-p removes nothing by probability
+    flat[7] = -Infinity;
+    const got = Float32Array.from(flat);
+    new MinPLogitsWarper(1, 3).process([], got); // cut = max probability: the tied tokens all pass
+    expect(Array.from(got)).toEqual(Array.from(flat));
+    const spread = Float32Array.from(row);
+    new MinPLogitsWarper(0.5, 4).process([], spread);
+    const probs = softmax(row);
+    const top = probs.reduce((a, b) => Math.max(a, b), 0);
+    const keep = new Set(refOrder(probs).slice(-4));
+    expect(Array.from(spread)).toEqual(Array.from(row, (v, i) => (probs[i]! < Math.fround(0.5 * top) && !keep.has(i) ? -Infinity : v)));
+  });
+});
+
 describe("processor order", () => {
   test.each(Object.entries(reference.order))("%s config builds transformers' list", (_name, { params, names }) => {
     const cfg = GenerationConfig.create(params).resolve();

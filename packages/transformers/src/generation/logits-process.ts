@@ -53,16 +53,127 @@ export function softmaxRow(scores: ArrayLike<number>): Float64Array {
 
 /** The k-th largest value of a row (k ≥ 1, clamped to the row length), as `torch.topk(x, k)[0][..., -1]`. */
 export function kthLargest(scores: Float32Array, k: number): number {
-  const sorted = Float32Array.from(scores).sort(); // ascending; NaN sorts last
-  const kk = Math.min(Math.max(k, 1), sorted.length);
-  return sorted[sorted.length - kk] as number;
+  const n = scores.length;
+  const kk = Math.min(Math.max(k, 1), n);
+  const a = Float32Array.from(scores);
+  if (a.some((v) => v !== v)) return a.sort()[n - kk] as number; // ascending; NaN sorts last
+  // Quickselect (Hoare partition, middle pivot) for the element at ascending position n − kk: O(n) on average
+  // instead of sorting the whole vocabulary.
+  const target = n - kk;
+  let lo = 0;
+  let hi = n - 1;
+  while (lo < hi) {
+    const pivot = a[(lo + hi) >>> 1] as number;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while ((a[i] as number) < pivot) i++;
+      while ((a[j] as number) > pivot) j--;
+      if (i <= j) {
+        const t = a[i] as number;
+        a[i] = a[j] as number;
+        a[j] = t;
+        i++;
+        j--;
+      }
+    }
+    if (target <= j) hi = j;
+    else if (target >= i) lo = i;
+    else break; // a[j + 1 .. i − 1] all equal the pivot
+  }
+  return a[target] as number;
 }
 
-/** Indices of a row sorted by value, ascending (stable: ties keep index order). */
+/**
+ * The last `k` indices of argsortAscending(values) (the k largest by value, ties broken toward the higher index),
+ * in that order, without sorting the row when k is small.
+ */
+function largestIndices(values: ArrayLike<number>, k: number): number[] {
+  const n = values.length;
+  const kk = Math.min(k, n);
+  let nan = false;
+  for (let i = 0; i < n && !nan; i++) nan = (values[i] as number) !== (values[i] as number);
+  if (kk > 16 || nan) return Array.from(argsortAscending(values).slice(n - kk));
+  const best: number[] = []; // ascending by (value, index)
+  let floor = -Infinity; // value of best[0] once best is full: smaller values cannot enter
+  for (let i = 0; i < n; i++) {
+    const v = values[i] as number;
+    if (best.length === kk) {
+      // i is later than every kept index, so it enters on a tie with the smallest kept value.
+      if (v < floor) continue;
+      best.shift();
+    }
+    let p = best.length;
+    while (p > 0 && v < (values[best[p - 1]!] as number)) p--;
+    best.splice(p, 0, i);
+    floor = values[best[0]!] as number;
+  }
+  return best;
+}
+
+// Scratch for reading a float32's bits.
+const F32 = new Float32Array(1);
+const U32 = new Uint32Array(F32.buffer);
+
+/**
+ * Indices of a row sorted by value, ascending (stable: ties keep index order; NaN last, as torch.sort). Rows of
+ * float32 values (logits, and probabilities / entropies rounded to float32) are radix-sorted on order-preserving
+ * float32 bits (four stable 8-bit passes: about 20× faster than a comparator sort of a 32000-entry vocabulary);
+ * other rows use the comparator.
+ */
 function argsortAscending(values: ArrayLike<number>): Int32Array {
-  const idx = new Int32Array(values.length);
-  for (let i = 0; i < idx.length; i++) idx[i] = i;
-  return idx.sort((a, b) => (values[a] as number) - (values[b] as number) || a - b);
+  const n = values.length;
+  const idx = new Int32Array(n);
+  let keys = new Uint32Array(n);
+  let packed = true;
+  for (let i = 0; i < n; i++) {
+    const v = values[i] as number;
+    if (v !== v) {
+      keys[i] = 0xffffffff; // NaN: after every number
+      continue;
+    }
+    F32[0] = v === 0 ? 0 : v; // -0 sorts as +0 (equal values keep index order)
+    if (F32[0] !== v && v !== 0) {
+      packed = false; // not a float32 value: its key would merge distinct values
+      break;
+    }
+    const u = U32[0]!;
+    keys[i] = u >= 0x80000000 ? ~u >>> 0 : u + 0x80000000; // order-preserving: negatives reversed, below positives
+  }
+  if (packed) {
+    // LSD radix sort of (key, index) pairs: each pass is stable, so ties end in index order.
+    let order = idx;
+    for (let i = 0; i < n; i++) order[i] = i;
+    let keys2 = new Uint32Array(n);
+    let order2 = new Int32Array(n);
+    const count = new Int32Array(256);
+    for (let shift = 0; shift < 32; shift += 8) {
+      count.fill(0);
+      for (let i = 0; i < n; i++) count[(keys[i]! >>> shift) & 255]!++;
+      let sum = 0;
+      for (let d = 0; d < 256; d++) {
+        const c = count[d]!;
+        count[d] = sum;
+        sum += c;
+      }
+      for (let i = 0; i < n; i++) {
+        const k = keys[i]!;
+        const at = count[(k >>> shift) & 255]!++;
+        keys2[at] = k;
+        order2[at] = order[i]!;
+      }
+      [keys, keys2] = [keys2, keys];
+      [order, order2] = [order2, order];
+    }
+    return order; // four passes: the result is back in `idx`
+  }
+  for (let i = 0; i < n; i++) idx[i] = i;
+  return idx.sort((a, b) => {
+    const va = values[a] as number;
+    const vb = values[b] as number;
+    if (va !== va || vb !== vb) return (va !== va ? 1 : 0) - (vb !== vb ? 1 : 0) || a - b;
+    return va - vb || a - b;
+  });
 }
 
 /** `RepetitionPenaltyLogitsProcessor`: every id present in the row (once) gets s < 0 ? s·p : s/p. */
@@ -308,7 +419,7 @@ export class MinPLogitsWarper implements LogitsProcessor {
     let top = 0;
     for (const p of probs) if (p > top) top = p;
     const cut = Math.fround(Math.fround(this.minP) * top);
-    const keep = new Set(Array.from(argsortAscending(probs).slice(-Math.min(this.minTokensToKeep, probs.length))));
+    const keep = new Set(largestIndices(probs, this.minTokensToKeep));
     for (let i = 0; i < scores.length; i++) if ((probs[i] as number) < cut && !keep.has(i)) scores[i] = -Infinity;
   }
 }
