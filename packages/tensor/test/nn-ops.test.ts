@@ -88,6 +88,13 @@ forEachDevice((device) => {
         const y1 = lb.rope(toTensor(x, device), lb.tensor([0, 1, 2, 3], { dtype: "int64", device }), inv);
         expectClose(f64(y1), ref.rope(x, [positions[0]!, positions[0]!], invHost).data, { atol: 2e-5, rtol: 1e-4 });
         checkGrads(device, ([t]) => lb.rope(t!, pos, inv, { attentionScaling: 1.25 }), ([t]) => ref.rope(t!, positions, invHost, 1.25), [x]);
+        // Batch 1 reads a (T,) vector in place; a strided one (every other entry of a longer vector) too.
+        const x1 = randArr(gen, [1, 3, 4, 8]);
+        const y2 = lb.rope(toTensor(x1, device), lb.tensor([5, 6, 7, 9], { dtype: "int32", device }), inv);
+        expectClose(f64(y2), ref.rope(x1, [positions[1]!], invHost).data, { atol: 2e-5, rtol: 1e-4 });
+        const strided = lb.tensor([5, -1, 6, -1, 7, -1, 9, -1], { dtype: "int32", device }).slice(0, 0, 8, 2);
+        const y3 = lb.rope(toTensor(x1, device), strided, inv);
+        expectClose(f64(y3), ref.rope(x1, [positions[1]!], invHost).data, { atol: 2e-5, rtol: 1e-4 });
       });
     });
   });

@@ -138,9 +138,10 @@ export class PretrainedEmbedding extends Embedding {
 }
 
 /**
- * HF LlamaRMSNorm over a loaded (dim,) weight: `weight * (x.float() * rsqrt(mean(x²) + eps)).to(x.dtype)`. In float32
- * that is one fused kernel; in float16 / bfloat16 the normalised value is rounded to the input dtype before the
- * weight multiply, as transformers does (two roundings), so half-precision models match it.
+ * HF LlamaRMSNorm over a loaded (dim,) weight: `weight * (x.float() * rsqrt(mean(x²) + eps)).to(x.dtype)`. In float16 /
+ * bfloat16 the normalised value is rounded to the input dtype before the weight multiply, as transformers does (two
+ * roundings), so half-precision models match it: one kernel when the weight has x's dtype; otherwise the weight is
+ * first rounded to x's dtype (two launches).
  */
 export class PretrainedRMSNorm extends RMSNorm {
   /** (dim,) float32 ones on the weight's device: the fused kernel with it gives the rounded normalised value. */
@@ -155,7 +156,9 @@ export class PretrainedRMSNorm extends RMSNorm {
   /** x (..., dim) → (..., dim) in x's dtype */
   override forward(x: Tensor): Tensor {
     const w = this.weight;
-    if (x.dtype === "float32" && w.dtype === "float32") return rmsNorm(x, w, this.eps);
+    // The kernel computes T(w · T(x · rsqrt(mean(x²) + eps))) with w in its own dtype: transformers' two roundings
+    // when the weight has x's dtype (the usual case), in one launch.
+    if (w.dtype === x.dtype) return rmsNorm(x, w, this.eps);
     if (this.#unit === null) {
       this.#unit = ones([w.shape[0]!], { dtype: "float32", device: w.device });
       this.#unit.kept = true;
@@ -500,14 +503,14 @@ export class ForwardContext {
     return this.#own(fromTypedArray(ids!, [batch, length], { dtype: "int32", device }));
   }
 
-  /** (B, T) int32 / int64, or (T,) when every row uses the default positions P..P+T-1. */
+  /** (B, T) int32 / int64 rotary positions (the default P..P+T-1 in every row when none were given). */
   positions(device: Device): Tensor {
     let t = this.#positions.get(device);
     if (t === undefined) {
       const { positions, positionsTensor, past, length, batch } = this.input;
       if (positionsTensor !== null) t = positionsTensor.device === device ? positionsTensor : this.#own(positionsTensor.to(device));
       else if (positions !== null) t = this.#own(fromTypedArray(positions, [batch, length], { dtype: "int32", device }));
-      else t = this.#own(fromTypedArray(Int32Array.from({ length }, (_, i) => past + i), [length], { dtype: "int32", device }));
+      else t = this.#own(fromTypedArray(Int32Array.from({ length: batch * length }, (_, i) => past + (i % length)), [batch, length], { dtype: "int32", device }));
       this.#positions.set(device, t);
     }
     return t;

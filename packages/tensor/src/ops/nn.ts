@@ -127,9 +127,10 @@ export function rope(x: Tensor, positions: Tensor, invFreq: Tensor, options: { a
   const scaling = checkNumber(options.attentionScaling ?? 1, "attentionScaling", "rope");
   let pos: Tensor;
   if (positions.ndim === 1 && positions.shape[0] === T) {
-    const expanded = positions._alias([B, T], [0, positions.strides[0]!], positions.offset);
-    pos = materialize(expanded);
-    expanded.dispose();
+    // The kernel reads (B, T) rows: one batch row is the vector itself, more rows are a broadcast copy.
+    const expanded = positions._alias([B, T], [B === 1 ? T : 0, positions.strides[0]!], positions.offset);
+    pos = B === 1 && (positions.strides[0] === 1 || T === 1) ? expanded : materialize(expanded);
+    if (pos !== expanded) expanded.dispose();
   } else if (positions.ndim === 2 && positions.shape[0] === B && positions.shape[1] === T) {
     pos = positions.isContiguous ? positions._alias() : materialize(positions);
   } else {

@@ -215,7 +215,7 @@ export class LlamaAttention extends Module {
     const Hq = this.numHeads;
     const Hkv = this.numKeyValueHeads;
     const D = this.headDim;
-    const positions = ctx.positions(device); // (B, T) or (T,) int32
+    const positions = ctx.positions(device); // (B, T) int32 / int64
     const invFreq = rotary.invFreq(() => ctx.seqLen, device); // (D/2,) float32
     const scaling = { attentionScaling: rotary.attentionScaling };
     const q = rope(this.#proj("q_proj").forward(x).reshape(B, T, Hq, D).transpose(1, 2), positions, invFreq, scaling); // (B, Hq, T, D)
