@@ -292,16 +292,20 @@ export interface Binding {
   /**
    * [sync] LLM.int8 vectorwise quantization of x (rows, cols): CB int8, SCB float32 row absmax excluding
    * |x| >= threshold when threshold > 0; outlier elements become 0 and, when rows > 1, whole outlier columns of CB are zeroed.
-   * Returns the ascending outlier column indices.
+   * Returns the ascending outlier column indices — unless `outliers` (int32, cols + 1 entries, on x's device) is given:
+   * then the count goes to outliers[0] and the indices after it, where they are computed, nothing waits for the device,
+   * and an empty array is returned (int8OutlierMatmulAdd takes that list with nCols = -1).
    */
-  int8VectorwiseQuant(CB: Storage, CBOffset: number, SCB: Storage, SCBOffset: number, x: Storage, xOffset: number, dtype: number, rows: number, cols: number, threshold: number): Int32Array;
+  int8VectorwiseQuant(CB: Storage, CBOffset: number, SCB: Storage, SCBOffset: number, x: Storage, xOffset: number, dtype: number, rows: number, cols: number, threshold: number, outliers?: Storage | null, outliersOffset?: number): Int32Array;
   /** [sync] out int32 (M, N) = A (M, K) int8 @ B (N, K)^T int8, exact int32 accumulation. */
   int8Matmul(out: Storage, outOffset: number, a: Storage, aOffset: number, b: Storage, bOffset: number, M: number, N: number, K: number): void;
   /** [sync] out (M, N) outDtype = fp16(fmaf(C * rowStats[r] * colStats[c], 1/127², bias[c])) as bitsandbytes' int8_mm_dequant; bias (N,) in outDtype or null. */
   int8MmDequant(out: Storage, outOffset: number, outDtype: number, C: Storage, COffset: number, rowStats: Storage, rowStatsOffset: number, colStats: Storage, colStatsOffset: number, bias: Storage | null, biasOffset: number, M: number, N: number): void;
   /**
    * [sync] The outlier part of LLM.int8: out (M, N) += x[:, cols] @ (CB[:, cols] * SCB / 127)^T computed in
-   * float32 and rounded to `dtype`; x (M, K) dtype, CB (N, K) int8, SCB (N,) float32, cols int32 (nCols,).
+   * float32 and rounded to `dtype`; x (M, K) dtype, CB (N, K) int8, SCB (N,) float32, cols int32 (nCols,), every
+   * index checked (CUDA: through a host copy). nCols = -1: cols is an `outliers` list of int8VectorwiseQuant (K + 1
+   * entries: count, indices), read where it lies (CUDA: in the kernel, count clamped to K, bad indices skipped).
    */
   int8OutlierMatmulAdd(out: Storage, outOffset: number, x: Storage, xOffset: number, dtype: number, CB: Storage, CBOffset: number, SCB: Storage, SCBOffset: number, cols: Storage, colsOffset: number, nCols: number, M: number, N: number, K: number): void;
 }

@@ -453,6 +453,50 @@ describeOnDevices("int8OutlierMatmulAdd", () => {
     }
     expect(Math.sqrt(err / norm)).toBeLessThan(0.03); // int8 quantization error, not a kernel tolerance
   });
+
+  it("outliers kept where they are found (list storage, nCols = -1) give the same CB, SCB, list and product", () => {
+    const rand = makeRng(900);
+    const N = 24, K = 200, threshold = 3;
+    for (const M of [1, 5]) {
+      const x = randn(rand, M * K, 0.4); // |x| < 3 but for the planted outliers
+      for (const c of [7, 150, 199]) x[(M - 1) * K + c] = 5 + c / 100; // outlier columns 7, 150, 199
+      const w = randn(rand, N * K, 0.2);
+      const qw = int8VectorwiseQuant(w, N, K);
+      const sx = storageOf(x);
+      const CB = storageOf(qw.CB), SCB = storageOf(qw.SCB);
+      const run = (device: boolean): { CA: Int8Array; SCA: Float32Array; list: Int32Array; out: Float64Array } => {
+        const CA = b.allocate(testDevice(), M * K), SCA = b.allocate(testDevice(), M * 4);
+        const list = b.allocate(testDevice(), (K + 1) * 4);
+        const cols = b.int8VectorwiseQuant(CA, 0, SCA, 0, sx, 0, id("float32"), M, K, threshold, device ? list : null, 0);
+        const out = storageOf(new Float32Array(M * N).fill(0.25));
+        if (device) {
+          expect(cols.length).toBe(0);
+          b.int8OutlierMatmulAdd(out, 0, sx, 0, id("float32"), CB, 0, SCB, 0, list, 0, -1, M, N, K);
+        } else {
+          b.upload(list, 0, Int32Array.from([cols.length, ...cols]));
+          b.int8OutlierMatmulAdd(out, 0, sx, 0, id("float32"), CB, 0, SCB, 0, storageOf(cols), 0, cols.length, M, N, K);
+        }
+        const host = { CA: new Int8Array(M * K), SCA: new Float32Array(M), list: new Int32Array(4) };
+        b.download(CA, 0, host.CA);
+        b.download(SCA, 0, host.SCA);
+        b.download(list, 0, host.list);
+        return { ...host, out: readFloats(out, "float32", M * N) };
+      };
+      const onDevice = run(true);
+      const onHost = run(false);
+      expect(Array.from(onDevice.list)).toEqual([3, 7, 150, 199]);
+      expect(onDevice.list).toEqual(onHost.list);
+      expect(onDevice.CA).toEqual(onHost.CA);
+      expect(onDevice.SCA).toEqual(onHost.SCA);
+      expect(Array.from(onDevice.out)).toEqual(Array.from(onHost.out));
+    }
+    // A list the caller made: a count past K or a bad index is refused on the CPU (CUDA clamps and skips them).
+    if (testDevice() === "cpu") {
+      const out = b.allocate("cpu", 4), x1 = storageOf(new Float32Array(4)), cb = storageOf(new Int8Array(4)), scb = storageOf(new Float32Array(1));
+      expect(() => b.int8OutlierMatmulAdd(out, 0, x1, 0, id("float32"), cb, 0, scb, 0, storageOf(Int32Array.from([5, 0, 0, 0, 0])), 0, -1, 1, 1, 4)).toThrow(ArgumentError);
+      expect(() => b.int8OutlierMatmulAdd(out, 0, x1, 0, id("float32"), cb, 0, scb, 0, storageOf(Int32Array.from([1, 4, 0, 0, 0])), 0, -1, 1, 1, 4)).toThrow(ArgumentError);
+    }
+  });
 });
 
 // ---- portable kernels ---------------------------------------------------------------------------------------

@@ -538,7 +538,8 @@ Napi::Value DequantizeBlockwise8(const Napi::CallbackInfo& info) {
 
 // ---- LLM.int8 ----------------------------------------------------------------------------------------------------
 
-// int8VectorwiseQuant(CB, CBOffset, SCB, SCBOffset, x, xOffset, dtype, rows, cols, threshold) -> Int32Array
+// int8VectorwiseQuant(CB, CBOffset, SCB, SCBOffset, x, xOffset, dtype, rows, cols, threshold, outliers?, outliersOffset?)
+//   -> Int32Array (empty when `outliers` receives the list)
 Napi::Value Int8VectorwiseQuant(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     TensorArg cb = arg_tensor(info, 0, "CB");
@@ -552,7 +553,10 @@ Napi::Value Int8VectorwiseQuant(const Napi::CallbackInfo& info) {
       throw_error(ErrorKind::Argument, "Expected a non-negative number for threshold but received " + std::to_string(threshold));
     }
     check_float(dtype, "dtype");
-    [[maybe_unused]] const Device dev = op_device({&cb, &scb, &x}, "int8VectorwiseQuant");
+    // Optional: an int32 storage of cols + 1 entries that receives the outlier list where it is computed (count, then
+    // the ascending indices) instead of returning it, so CUDA does not wait for the device.
+    TensorArg list = arg_tensor_opt(info, 10, "outliers");
+    [[maybe_unused]] const Device dev = op_device({&cb, &scb, &x, &list}, "int8VectorwiseQuant");
     const int64_t numel = checked_mul(rows, cols, "rows * cols");
     const int64_t x_bytes = check_extent(x, numel, dtype_size(dtype));
     const int64_t cb_bytes = check_output(cb, numel, 1);
@@ -560,6 +564,25 @@ Napi::Value Int8VectorwiseQuant(const Napi::CallbackInfo& info) {
     check_disjoint(cb, cb_bytes, x, x_bytes);
     check_disjoint(scb, s_bytes, x, x_bytes);
     check_disjoint(scb, s_bytes, cb, cb_bytes);
+    if (list.data != nullptr) {
+      const int64_t l_bytes = check_output(list, cols + 1, 4);
+      check_disjoint(list, l_bytes, x, x_bytes);
+      check_disjoint(list, l_bytes, cb, cb_bytes);
+      check_disjoint(list, l_bytes, scb, s_bytes);
+      auto* lp = reinterpret_cast<int32_t*>(list.data);
+#if LOWBIT_WITH_CUDA
+      if (dev.type == DeviceType::CUDA) {
+        cuda::quant::int8_vectorwise_quant_list(dev.index, reinterpret_cast<int8_t*>(cb.data), reinterpret_cast<float*>(scb.data), x.data,
+                                                dtype, rows, cols, threshold, lp);
+        return Napi::Int32Array::New(info.Env(), 0);
+      }
+#endif
+      const std::vector<int32_t> found = cpu::int8_vectorwise_quant(reinterpret_cast<int8_t*>(cb.data), reinterpret_cast<float*>(scb.data),
+                                                                    x.data, dtype, rows, cols, threshold);
+      lp[0] = static_cast<int32_t>(found.size());
+      if (!found.empty()) std::memcpy(lp + 1, found.data(), found.size() * sizeof(int32_t));
+      return Napi::Int32Array::New(info.Env(), 0);
+    }
     std::vector<int32_t> outliers;
 #if LOWBIT_WITH_CUDA
     if (dev.type == DeviceType::CUDA) {
@@ -643,6 +666,7 @@ Napi::Value Int8MmDequant(const Napi::CallbackInfo& info) {
 }
 
 // int8OutlierMatmulAdd(out, outOffset, x, xOffset, dtype, CB, CBOffset, SCB, SCBOffset, cols, colsOffset, nCols, M, N, K)
+//   (nCols = -1: cols is an `outliers` list of int8VectorwiseQuant: count, then indices)
 Napi::Value Int8OutlierMatmulAdd(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&] {
     TensorArg out = arg_tensor(info, 0, "out");
@@ -651,7 +675,7 @@ Napi::Value Int8OutlierMatmulAdd(const Napi::CallbackInfo& info) {
     TensorArg cb = arg_tensor(info, 5, "CB");
     TensorArg scb = arg_tensor(info, 7, "SCB");
     TensorArg cols = arg_tensor(info, 9, "cols");
-    int64_t n_cols = arg_int(info, 11, "nCols");
+    int64_t n_cols = arg_int(info, 11, "nCols", -1);  // -1: cols holds a list from int8VectorwiseQuant's `outliers`
     int64_t M = arg_int(info, 12, "M");
     int64_t N = arg_int(info, 13, "N");
     int64_t K = arg_int(info, 14, "K");
@@ -661,12 +685,38 @@ Napi::Value Int8OutlierMatmulAdd(const Napi::CallbackInfo& info) {
     const int64_t x_bytes = check_extent(x, checked_mul(M, K, "M * K"), es);
     const int64_t cb_bytes = check_extent(cb, checked_mul(N, K, "N * K"), 1);
     const int64_t s_bytes = check_extent(scb, N, 4);
-    const int64_t c_bytes = check_extent(cols, n_cols, 4);
+    const int64_t c_bytes = check_extent(cols, n_cols < 0 ? K + 1 : n_cols, 4);
     const int64_t o_bytes = check_output(out, checked_mul(M, N, "M * N"), es);
     check_disjoint(out, o_bytes, x, x_bytes);
     check_disjoint(out, o_bytes, cb, cb_bytes);
     check_disjoint(out, o_bytes, scb, s_bytes);
     check_disjoint(out, o_bytes, cols, c_bytes);
+    if (n_cols < 0) {
+#if LOWBIT_WITH_CUDA
+      if (dev.type == DeviceType::CUDA) {
+        // The count and indices stay on the device: the kernel clamps the count to K and skips indices outside [0, K).
+        cuda::quant::int8_outlier_matmul_add_list(dev.index, out.data, x.data, dtype, reinterpret_cast<const int8_t*>(cb.data),
+                                                  reinterpret_cast<const float*>(scb.data), reinterpret_cast<const int32_t*>(cols.data), M,
+                                                  N, K);
+        return undefined(info);
+      }
+#endif
+      const auto* lp = reinterpret_cast<const int32_t*>(cols.data);
+      if (lp[0] < 0 || lp[0] > K) {
+        throw_error(ErrorKind::Argument, "Expected an outlier count in [0, " + std::to_string(K) + "] at cols[0] but received " +
+                                             std::to_string(lp[0]));
+      }
+      n_cols = lp[0];
+      for (int64_t j = 0; j < n_cols; ++j) {
+        if (lp[1 + j] < 0 || lp[1 + j] >= K) {
+          throw_error(ErrorKind::Argument, "Expected an index in [0, " + std::to_string(K) + ") for cols[" + std::to_string(j + 1) +
+                                               "] but received " + std::to_string(lp[1 + j]));
+        }
+      }
+      cpu::int8_outlier_matmul_add(out.data, x.data, dtype, reinterpret_cast<const int8_t*>(cb.data), reinterpret_cast<const float*>(scb.data),
+                                   lp + 1, n_cols, M, N, K);
+      return undefined(info);
+    }
     // The indices are read by the kernel: check them all first (on CUDA through a host copy, which waits for the device).
     const std::vector<int32_t> host_idx = host_copy<int32_t>(cols, n_cols);
     for (int64_t j = 0; j < n_cols; ++j) {

@@ -366,6 +366,9 @@ export interface Linear8bitLtOptions {
   bias?: Tensor | null;
 }
 
+/** Linear8bitLt inputs with at most this many rows keep their outlier column list on the device. */
+const DEVICE_OUTLIER_ROWS = 8;
+
 /**
  * bitsandbytes Linear8bitLt (has_fp16_weights=False): weight int8 CB (out, in) with row absmax SCB.
  * Forward is LLM.int8 (spec §12.5): x is cast to float16 for its vectorwise quantization only, the
@@ -474,11 +477,21 @@ export class Linear8bitLt extends Module {
     let b: Tensor | null = null;
     if (M * N > 0) {
       const b8 = native();
-      const cols = M * K > 0 ? b8.int8VectorwiseQuant(CA.storage, 0, SCA.storage, 0, xh.storage, xh.byteOffset, dtypeId("float16"), M, K, this.threshold) : new Int32Array(0);
+      // Few rows (decode): the outlier columns stay where they are found — (K + 1,) int32, count then indices — so a
+      // CUDA step does not wait for them; the per-output outlier kernel reads the list there. Many rows (prefill) take
+      // the list on the host, which sizes the gathered outlier GEMM.
+      const onDevice = this.threshold > 0 && M <= DEVICE_OUTLIER_ROWS;
+      const list = onDevice ? empty([K + 1], "int32", x.device) : null;
+      const cols = M * K > 0
+        ? b8.int8VectorwiseQuant(CA.storage, 0, SCA.storage, 0, xh.storage, xh.byteOffset, dtypeId("float16"), M, K, this.threshold, list?.storage ?? null, 0)
+        : new Int32Array(0);
       b8.int8Matmul(C.storage, 0, CA.storage, 0, CB.storage, CB.byteOffset, M, N, K);
       b = fuseBias ? (bias.dtype === dtype ? dense(bias) : noGrad(() => cast(bias, dtype))) : null;
       b8.int8MmDequant(out.storage, 0, dtypeId(dtype), C.storage, 0, SCA.storage, 0, SCB.storage, SCB.byteOffset, b?.storage ?? null, b?.byteOffset ?? 0, M, N);
-      if (this.threshold > 0 && cols.length > 0) {
+      if (list !== null) {
+        if (M * K > 0) b8.int8OutlierMatmulAdd(out.storage, 0, xs.storage, xs.byteOffset, dtypeId(dtype), CB.storage, CB.byteOffset, SCB.storage, SCB.byteOffset, list.storage, 0, -1, M, N, K);
+        list.dispose();
+      } else if (this.threshold > 0 && cols.length > 0) {
         const colsT = fromTypedArray(cols, [cols.length], { dtype: "int32", device: x.device });
         b8.int8OutlierMatmulAdd(out.storage, 0, xs.storage, xs.byteOffset, dtypeId(dtype), CB.storage, CB.byteOffset, SCB.storage, SCB.byteOffset, colsT.storage, 0, cols.length, M, N, K);
         colsT.dispose();

@@ -12,6 +12,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cub/block/block_scan.cuh>
+
 #include <cfloat>
 #include <cmath>
 #include <string>
@@ -97,6 +99,34 @@ __global__ void zero_columns_kernel(int8_t* __restrict__ CB, const int32_t* __re
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
     for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < n_list; j += static_cast<int64_t>(gridDim.x) * blockDim.x)
       CB[r * cols + list[j]] = 0;
+}
+
+// One block of kCompactThreads: the ascending indices of the set flags into list[1..], their count into list[0]. Each
+// thread takes a contiguous run of columns, so an exclusive scan of the per-thread counts places every index.
+constexpr int kCompactThreads = 1024;
+__global__ void __launch_bounds__(kCompactThreads) compact_flags_kernel(const uint8_t* __restrict__ flags, int64_t cols, int32_t* __restrict__ list) {
+  using Scan = cub::BlockScan<int, kCompactThreads>;
+  __shared__ typename Scan::TempStorage tmp;
+  const int64_t per = (cols + kCompactThreads - 1) / kCompactThreads;
+  const int64_t c0 = static_cast<int64_t>(threadIdx.x) * per;
+  const int64_t c1 = c0 + per < cols ? c0 + per : cols;
+  int count = 0;
+  for (int64_t c = c0; c < c1; ++c) count += flags[c] != 0;
+  int at = 0, total = 0;
+  Scan(tmp).ExclusiveSum(count, at, total);
+  for (int64_t c = c0; c < c1; ++c)
+    if (flags[c] != 0) list[1 + at++] = static_cast<int32_t>(c);
+  if (threadIdx.x == 0) list[0] = total;
+}
+
+// CB[r, c] = 0 for the columns of a device list (count at list[0]); launched for up to `cols` entries.
+__global__ void zero_listed_columns_kernel(int8_t* __restrict__ CB, const int32_t* __restrict__ list, int64_t rows, int64_t cols) {
+  const int64_t n = list[0] < cols ? list[0] : cols;
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
+    for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < n; j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      const int32_t c = list[1 + j];
+      if (c >= 0 && c < cols) CB[r * cols + c] = 0;
+    }
 }
 
 // The smallest float t with double(t) >= threshold, so `|x| >= t` in float32 decides exactly as the CPU's
@@ -273,6 +303,31 @@ __global__ void outlier_kernel(T* __restrict__ out, const T* __restrict__ x, con
   }
 }
 
+// outlier_kernel over a device list (count at list[0], clamped to K; indices outside [0, K) are skipped): the host
+// never learns the count, so the decode step does not wait for the outlier columns.
+template <typename T>
+__global__ void outlier_list_kernel(T* __restrict__ out, const T* __restrict__ x, const int8_t* __restrict__ CB, const float* __restrict__ SCB,
+                                    const int32_t* __restrict__ list, int64_t M, int64_t N, int64_t K) {
+  constexpr float kInv127 = 7.874015718698502e-3f;
+  const int64_t n_cols = list[0] < K ? list[0] : K;
+  if (n_cols <= 0) return;
+  const int32_t* cols = list + 1;
+  for (int64_t m = blockIdx.y; m < M; m += gridDim.y) {
+    for (int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; n < N; n += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      const float sc = SCB[n];
+      float s = 0.0f;
+      for (int64_t j = 0; j < n_cols; ++j) {
+        const int64_t c = __ldg(cols + j);
+        if (c < 0 || c >= K) continue;
+        const float wv = __fmul_rn(__fmul_rn(static_cast<float>(CB[n * K + c]), sc), kInv127);
+        s = fmaf(to_f(x[m * K + c]), wv, s);
+      }
+      const int64_t i = m * N + n;
+      out[i] = from_f<T>(__fadd_rn(to_f(out[i]), s));
+    }
+  }
+}
+
 // The operands of the large-M outlier product as dense float32 matrices: xs (M, n_cols) = x[:, cols] and
 // ws (N, n_cols) = (CB[:, cols] * SCB) * (1/127), the values outlier_kernel multiplies.
 template <typename T>
@@ -322,6 +377,41 @@ std::vector<int32_t> int8_vectorwise_quant(int device, int8_t* CB, float* SCB, c
     check_launch("int8VectorwiseQuant");
   }
   return outlier_cols;
+}
+
+void int8_vectorwise_quant_list(int device, int8_t* CB, float* SCB, const void* x, DType dtype, int64_t rows, int64_t cols,
+                                double threshold, int32_t* list) {
+  cudaStream_t s = stream(device);
+  const bool split = threshold > 0.0 && rows > 0 && cols > 0;
+  if (!split) check_cuda(cudaMemsetAsync(list, 0, sizeof(int32_t), s), "int8VectorwiseQuant");  // no outliers
+  if (rows <= 0 || cols <= 0) return;
+  Scratch flags(device, split ? cols : 0);
+  if (split) check_cuda(cudaMemsetAsync(flags.as<uint8_t>(), 0, static_cast<size_t>(cols), s), "int8VectorwiseQuant");
+  const unsigned grid = static_cast<unsigned>(rows < 65535 * 4 ? rows : 65535 * 4);
+  const float thr = float_threshold(threshold);
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    rowquant_kernel<T><<<grid, 256, 0, s>>>(CB, SCB, static_cast<const T*>(x), rows, cols, split, thr, flags.as<uint8_t>());
+  });
+  check_launch("int8VectorwiseQuant");
+  if (!split) return;
+  compact_flags_kernel<<<1, kCompactThreads, 0, s>>>(flags.as<uint8_t>(), cols, list);
+  check_launch("int8VectorwiseQuant");
+  if (rows > 1) {
+    zero_listed_columns_kernel<<<rows_grid(rows, cols, 128), 128, 0, s>>>(CB, list, rows, cols);
+    check_launch("int8VectorwiseQuant");
+  }
+}
+
+void int8_outlier_matmul_add_list(int device, void* out, const void* x, DType dtype, const int8_t* CB, const float* SCB,
+                                  const int32_t* list, int64_t M, int64_t N, int64_t K) {
+  if (M <= 0 || N <= 0 || K <= 0) return;
+  cudaStream_t s = stream(device);
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    outlier_list_kernel<T><<<rows_grid(M, N, 128), 128, 0, s>>>(static_cast<T*>(out), static_cast<const T*>(x), CB, SCB, list, M, N, K);
+  });
+  check_launch("int8OutlierMatmulAdd");
 }
 
 void int8_matmul(int device, int32_t* out, const int8_t* a, const int8_t* b, int64_t M, int64_t N, int64_t K) {

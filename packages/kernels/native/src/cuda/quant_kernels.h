@@ -5,7 +5,8 @@
 // order.
 // Every launcher takes raw device pointers of `device` (any byte offset the binding accepted: kernels use vector
 // loads only where the pointers allow them) and queues its kernels on cuda::stream(device) without waiting, except
-// int8_vectorwise_quant with a threshold, whose outlier column list must reach the host (one small device→host copy).
+// int8_vectorwise_quant with a threshold, whose outlier column list must reach the host (one small device→host copy;
+// int8_vectorwise_quant_list keeps it on the device instead).
 // Launch failures throw DeviceError, scratch allocations OutOfMemoryError.
 #pragma once
 #include <cstdint>
@@ -51,6 +52,10 @@ void gemm4bit(int device, void* out, const void* x, DType dtype, const cpu::Weig
 // ascending outlier columns are returned (and zeroed in CB when rows > 1); with threshold 0 nothing waits.
 std::vector<int32_t> int8_vectorwise_quant(int device, int8_t* CB, float* SCB, const void* x, DType dtype, int64_t rows,
                                            int64_t cols, double threshold);
+// The same quantization, but the outlier columns stay on the device: list (cols + 1,) int32 receives their count at
+// list[0] and the ascending indices after it (CB columns zeroed on the device when rows > 1). Nothing waits.
+void int8_vectorwise_quant_list(int device, int8_t* CB, float* SCB, const void* x, DType dtype, int64_t rows, int64_t cols,
+                                double threshold, int32_t* list);
 // out (M, N) int32 = A (M, K) int8 @ B (N, K)^T int8, exact int32 accumulation (dp4a kernels; cuBLAS's integer GEMM
 // for M > 8 when cuBLAS is loaded).
 void int8_matmul(int device, int32_t* out, const int8_t* a, const int8_t* b, int64_t M, int64_t N, int64_t K);
@@ -59,6 +64,10 @@ void int8_mm_dequant(int device, void* out, DType out_dtype, const int32_t* C, c
                      const void* bias, int64_t M, int64_t N);
 // out (M, N) in dtype = T(out + x[:, cols] @ W[:, cols]^T), W[n, c] = fp32(fp32(CB[n, c] * SCB[n]) * (1/127));
 // cols (n_cols,) int32 device pointer, every index in [0, K) (checked by the caller).
+// int8_outlier_matmul_add over a device list written by int8_vectorwise_quant_list (count at list[0], clamped to K;
+// indices outside [0, K) skipped): one thread per output, nothing waits.
+void int8_outlier_matmul_add_list(int device, void* out, const void* x, DType dtype, const int8_t* CB, const float* SCB,
+                                  const int32_t* list, int64_t M, int64_t N, int64_t K);
 void int8_outlier_matmul_add(int device, void* out, const void* x, DType dtype, const int8_t* CB, const float* SCB,
                              const int32_t* cols, int64_t n_cols, int64_t M, int64_t N, int64_t K);
 
