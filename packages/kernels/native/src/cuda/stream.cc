@@ -105,9 +105,19 @@ DeviceState& ready(int device) {
 
 }  // namespace
 
+namespace {
+// The device this thread last made current through set_device (-1: unknown). Every op asks for its device's stream,
+// and cudaSetDevice costs about a microsecond even when nothing changes, so repeats are skipped. Code that sets the
+// device itself (runtime.cc's DeviceScope, free_bytes) puts the previous device back before returning.
+thread_local int tl_current_device = -1;
+}  // namespace
+
 void set_device(int device) {
+  if (device == tl_current_device) return;
   check_index(device);
+  tl_current_device = -1;  // unknown until the call succeeds
   check_cuda(cudaSetDevice(device), "cudaSetDevice");
+  tl_current_device = device;
 }
 
 [[noreturn]] void throw_cuda(cudaError_t err, const char* op) {
@@ -222,7 +232,12 @@ void pool_free(int device, void* ptr) noexcept {
       }
     }
   }
-  if (cudaSetDevice(device) != cudaSuccess || s == nullptr || cudaFreeAsync(ptr, s) != cudaSuccess) {
+  bool current = device == tl_current_device;
+  if (!current) {
+    current = cudaSetDevice(device) == cudaSuccess;
+    tl_current_device = current ? device : -1;
+  }
+  if (!current || s == nullptr || cudaFreeAsync(ptr, s) != cudaSuccess) {
     cudaGetLastError();  // e.g. the runtime is already unloading at process exit: nothing left to free
   }
 }
