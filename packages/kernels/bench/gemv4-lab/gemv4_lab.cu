@@ -7,8 +7,11 @@
 // cudaMemcpy (copy bandwidth counted read + written, like bandwidthTest) and a plain streaming read of the packed
 // weights (the ceiling of one 30 MB read per launch), measured in the same run.
 // Kernels: gemm4bit.cu's former batch-1 kernel (gemv4_m1_kernel: LUT in a register read with shuffles, float32 FMAs,
-// copied here as the baseline) and the tensor-core kernel gemm4bit.cu now uses for 16-bit activations
-// (gemv4_mma_kernel, same code, plus the lab-only variants selected by its LAB parameter). Shapes (N, K) = (4096, 14336)
+// copied here as the baseline) and the tensor-core kernel gemm4bit.cu uses for 16-bit activations (gemv4_mma_kernel, the
+// version before "split partial groups" and "x in registers", which gemm4bit.cu now has and which are the LAB variants
+// kLabSplit / kLabXRegs here, plus the other LAB variants). Measured-and-rejected designs kept for re-measuring:
+// gemv4_v16_kernel (16-byte loads, PRMT register decode), gemv4_async_kernel (cp.async ring) and gemv4_il_kernel
+// (interleaved chunks). Shapes (N, K) = (4096, 14336)
 // and (14336, 4096), M = 1 (bf16 and f16), 4 and 16 (bf16); a correctness sweep over odd shapes, blocksizes 64..4096,
 // FP4 and plain absmax runs first. See README.md for the build and run commands and the measured history.
 #include <cuda_bf16.h>
@@ -577,6 +580,732 @@ __global__ void __launch_bounds__(kMW * 32, 1)
   }
 }
 
+// ---- v16: 16-byte weight loads (MB == 1, K % 128 == 0) --------------------------------------------------------------------
+//
+// A unit is 16 rows x 128 k (64 bytes per row). Lane (g, t) loads 16 contiguous bytes (k = 32 t .. 32 t + 31 of the
+// unit) of rows g and g + 8 with one LDG.128 each, so a warp's load covers 8 rows x 64 contiguous bytes (twice the bytes
+// per instruction of the 8-byte layout). Byte i of a lane's 16 is k-slot pair i: MMA j (8 per unit) takes pairs 2j, 2j + 1
+// of rows g / g + 8 as a0 / a2 and a1 / a3, and x words 2j, 2j + 1 of the lane's 32 x values as b0 / b1. The 4 lanes of a
+// row span 128 k, two 64-blocks when bs == 64: B column 0 holds x masked to the lanes of the first block (t = 0, 1),
+// column 2 x masked to the second (t = 2, 3) (bs >= 128: column 0 holds all of it), so lane t = 0 / 1 gets the unit's
+// sums of its block in c0 (row g) and c2 (row g + 8) and scales them by its own block scale; the two lanes' sums are added
+// at the end of an item. x reaches only the lanes that feed a nonzero column (g == column), the others read a zero area.
+// DEC: 0 = byte -> pair table in shared memory (one LDS per pair), 1 = in registers with PRMTs (no LDS), 2 = row g from
+// the table, row g + 8 with PRMTs. XREG: the warp's x fragments (G == 1) in registers. RO: loads only (ceiling).
+template <int U>
+struct VGroup {
+  uint4 wg[U], wh[U];
+  uint32_t qg[U], qh[U];
+  float ag[U], ah[U];
+};
+
+inline size_t v16_smem_bytes(int64_t K, int es, bool lut) {
+  return (lut ? static_cast<size_t>(kLutBytes) : 0) + static_cast<size_t>(K) * es + 64 + 256 * 4 + static_cast<size_t>(2) * 8 * kMW * 16 * 4;
+}
+
+// The 4 pairs of the 4 bytes of w from register tables: tl / th = low / high bytes of the 16 LUT values in T.
+__device__ __forceinline__ void decode4_prmt(uint32_t w, const uint32_t (&tl)[4], const uint32_t (&th)[4], uint32_t* p) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const uint32_t s = h ? (w >> 16) : w;
+    const uint32_t s7 = s & 0x7777u;                          // nibble & 7: entry within a half-table
+    const uint32_t sel2 = ((s >> 1) & 0x4444u) | 0x3210u;      // nibble bit 3: which half-table
+    const uint32_t lo = __byte_perm(__byte_perm(tl[0], tl[1], s7), __byte_perm(tl[2], tl[3], s7), sel2);
+    const uint32_t hi = __byte_perm(__byte_perm(th[0], th[1], s7), __byte_perm(th[2], th[3], s7), sel2);
+    // lo / hi bytes: [lo0, hi0, lo1, hi1] nibbles of the 2 bytes; pair = (LUT[hi nibble], LUT[lo nibble])
+    p[2 * h] = __byte_perm(lo, hi, 0x4051u);
+    p[2 * h + 1] = __byte_perm(lo, hi, 0x6273u);
+  }
+}
+__device__ __forceinline__ void decode16_lds(const unsigned char* s_lut, uint32_t lane4, uint4 wv, uint32_t (&p)[16]) {
+  const uint32_t ws[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int b = 0; b < 4; ++b) p[4 * i + b] = *reinterpret_cast<const uint32_t*>(s_lut + __byte_perm(ws[i], lane4, 0x5504u | (b << 4)));
+}
+__device__ __forceinline__ void decode16_prmt(const uint32_t (&tl)[4], const uint32_t (&th)[4], uint4 wv, uint32_t (&p)[16]) {
+  decode4_prmt(wv.x, tl, th, p);
+  decode4_prmt(wv.y, tl, th, p + 4);
+  decode4_prmt(wv.z, tl, th, p + 8);
+  decode4_prmt(wv.w, tl, th, p + 12);
+}
+
+template <typename T, bool NESTED, int U, int DEC, bool XREG, bool RO>
+__global__ void __launch_bounds__(kMW * 32, 1)
+    gemv4_v16_kernel(T* __restrict__ out, const T* __restrict__ x, WeightArgs w, const T* __restrict__ bias, int64_t N, int64_t K,
+                     int lg_wpt, int cpw, Lut16 lut) {
+  constexpr int D = 8;
+  constexpr int LB = DEC == 1 ? 0 : kLutBytes;
+  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* s_lut = smem;
+  T* s_x = reinterpret_cast<T*>(smem + LB);  // x (K,), then 32 zeros
+  float* s_code = reinterpret_cast<float*>(smem + LB + K * static_cast<int64_t>(sizeof(T)) + 64);
+  float* s_buf = s_code + 256;  // [2][D][kMW][16]
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int wpt = 1 << lg_wpt, tpi = kMW >> lg_wpt, ti = warp >> lg_wpt, kw = warp & (wpt - 1);
+  const int C2 = static_cast<int>(K >> 7);  // units per row (>= U)
+  const int ntiles = static_cast<int>((N + 15) >> 4);
+  const int items = (ntiles + tpi - 1) / tpi;
+  const int g0 = blockIdx.x;
+  if (g0 >= items) return;
+  const int mine = (items - g0 + static_cast<int>(gridDim.x) - 1) / static_cast<int>(gridDim.x);
+  const int G = (cpw + U - 1) / U;
+  const int total = mine * G;
+  const int64_t rowbytes = K >> 1;
+  const int run0 = kw * cpw;
+  const int run1 = run0 + cpw < C2 ? run0 + cpw : C2;
+  auto group_start = [&](int q) {
+    const int cs = run0 + q * U;
+    return cs < C2 - U ? cs : C2 - U;
+  };
+  const uint8_t* lpg = nullptr;
+  const uint8_t* lph = nullptr;
+  int64_t lfg = 0, lfh = 0;  // flat k of this lane's first scale element in rows g, g + 8
+  const int nlast = static_cast<int>(N - 1);
+  auto set_item = [&](int i) {
+    const int r = ((g0 + i * static_cast<int>(gridDim.x)) * tpi + ti) * 16 + g;
+    const int64_t rg = r < nlast ? r : nlast, rh = r + 8 < nlast ? r + 8 : nlast;
+    lpg = w.packed + rg * rowbytes + t * 16;
+    lph = w.packed + rh * rowbytes + t * 16;
+    lfg = rg * K + ((t & 1) << 6);
+    lfh = rh * K + ((t & 1) << 6);
+  };
+  auto load = [&](VGroup<U>& b, int q) {
+    const int cl = group_start(q);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      b.wg[u] = __ldcs(reinterpret_cast<const uint4*>(lpg + (cl + u) * 64));
+      b.wh[u] = __ldcs(reinterpret_cast<const uint4*>(lph + (cl + u) * 64));
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t bg = (lfg + (static_cast<int64_t>(cl + u) << 7)) >> w.lg_bs, bh = (lfh + (static_cast<int64_t>(cl + u) << 7)) >> w.lg_bs;
+      if (NESTED) {
+        b.qg[u] = w.qabsmax[bg];
+        b.qh[u] = w.qabsmax[bh];
+        b.ag[u] = __ldg(w.nested_absmax + (bg >> 8));
+        b.ah[u] = __ldg(w.nested_absmax + (bh >> 8));
+      } else {
+        b.qg[u] = b.qh[u] = 0u;
+        b.ag[u] = __ldg(w.absmax + bg);
+        b.ah[u] = __ldg(w.absmax + bh);
+      }
+    }
+  };
+  VGroup<U> cur, nxt;
+  int li = 0, lq = 0;
+  set_item(0);
+  load(cur, 0);
+  if (++lq == G) lq = 0, ++li, set_item(li);
+
+  if constexpr (DEC != 1) {
+    const uint32_t hi = pack_pair<T>(0.0f, lut.v[warp & 15]) & 0xffff0000u;
+    uint32_t* tw = reinterpret_cast<uint32_t*>(s_lut);
+#pragma unroll
+    for (int i = 0; i < 16; ++i) tw[((warp & 15) + 16 * i) * 64 + lane] = hi | (pack_pair<T>(lut.v[i], 0.0f) & 0xffffu);
+  }
+  if (NESTED)
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) s_code[i] = w.nested_code[i];
+  {
+    const uint4* xs = reinterpret_cast<const uint4*>(x);
+    uint4* xd = reinterpret_cast<uint4*>(s_x);
+    const int nx = static_cast<int>(K * static_cast<int64_t>(sizeof(T)) / 16);
+    for (int base = 0; base < nx; base += 4 * blockDim.x) {
+      uint4 v[4];
+#pragma unroll
+      for (int a = 0; a < 4; ++a) {
+        const int idx = base + a * blockDim.x + threadIdx.x;
+        if (idx < nx) v[a] = __ldg(xs + idx);
+      }
+#pragma unroll
+      for (int a = 0; a < 4; ++a) {
+        const int idx = base + a * blockDim.x + threadIdx.x;
+        if (idx < nx) xd[idx] = v[a];
+      }
+    }
+    if (threadIdx.x < 4) xd[nx + threadIdx.x] = make_uint4(0u, 0u, 0u, 0u);
+  }
+  __syncthreads();
+
+  // register tables (DEC 1 / 2): low and high bytes of the 16 LUT values in T
+  uint32_t tl[4], th[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t p01 = pack_pair<T>(lut.v[4 * i], lut.v[4 * i + 1]), p23 = pack_pair<T>(lut.v[4 * i + 2], lut.v[4 * i + 3]);
+    tl[i] = __byte_perm(p01, p23, 0x6420u);
+    th[i] = __byte_perm(p01, p23, 0x7531u);
+  }
+  const uint32_t lane4 = static_cast<uint32_t>(lane) * 4;
+  const bool xon = w.lg_bs == 6 ? g == 2 * (t >> 1) : g == 0;  // this lane feeds B column g
+  const int xoff = xon ? t * 32 : static_cast<int>(K);           // elements; + unit * 128 when xon
+  const int xstep = xon ? 128 : 0;
+  uint32_t xr[XREG ? U : 1][16];
+  if constexpr (XREG) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const uint4* xp = reinterpret_cast<const uint4*>(s_x + xoff + (group_start(0) + u) * xstep);
+#pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const uint4 a = xp[v];
+        xr[u][4 * v] = a.x, xr[u][4 * v + 1] = a.y, xr[u][4 * v + 2] = a.z, xr[u][4 * v + 3] = a.w;
+      }
+    }
+  }
+  float accg = 0.0f, acch = 0.0f;
+  int ci = 0, cq = 0;
+  for (int s = 0; s < total; ++s) {
+    const bool more = s + 1 < total;
+    if (more) {
+      load(nxt, lq);
+      if (++lq == G) lq = 0, ++li, set_item(li);
+    }
+    const int cl = group_start(cq);
+    const int lo = run0 + cq * U - cl;
+    const int hi = run1 - cl;
+    auto unit = [&](int u) {
+      const float su = NESTED ? __fmaf_rn(s_code[cur.qg[u]], cur.ag[u], w.offset) : cur.ag[u];
+      const float sv = NESTED ? __fmaf_rn(s_code[cur.qh[u]], cur.ah[u], w.offset) : cur.ah[u];
+      if constexpr (RO) {
+        accg += __uint_as_float((cur.wg[u].x ^ cur.wh[u].y ^ cur.wg[u].z ^ cur.wh[u].w ^ cur.wg[u].y ^ cur.wh[u].x ^ cur.wg[u].w ^ cur.wh[u].z) & 0x3f8fffffu) * su * sv;
+        return;
+      }
+      uint32_t pg[16], ph[16];
+      if constexpr (DEC == 1) decode16_prmt(tl, th, cur.wg[u], pg);
+      else decode16_lds(s_lut, lane4, cur.wg[u], pg);
+      if constexpr (DEC == 0) decode16_lds(s_lut, lane4, cur.wh[u], ph);
+      else decode16_prmt(tl, th, cur.wh[u], ph);
+      uint32_t xw[16];
+      if constexpr (XREG) {
+#pragma unroll
+        for (int q = 0; q < 16; ++q) xw[q] = xr[u][q];
+      } else {
+        const uint4* xp = reinterpret_cast<const uint4*>(s_x + xoff + (cl + u) * xstep);
+#pragma unroll
+        for (int v = 0; v < 4; ++v) {
+          const uint4 a = xp[v];
+          xw[4 * v] = a.x, xw[4 * v + 1] = a.y, xw[4 * v + 2] = a.z, xw[4 * v + 3] = a.w;
+        }
+      }
+      float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+      for (int j = 0; j < 8; ++j) mma16816<T>(d, pg[2 * j], ph[2 * j], pg[2 * j + 1], ph[2 * j + 1], xw[2 * j], xw[2 * j + 1]);
+      accg = fmaf(d[0], su, accg);
+      acch = fmaf(d[2], sv, acch);
+    };
+    if (lo <= 0 && hi >= U) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) unit(u);
+    } else {
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (u >= lo && u < hi) unit(u);
+    }
+    if (cq == G - 1) {
+      const int slot = ci % D, bsel = (ci / D) & 1;
+      float* sb = s_buf + ((bsel * D + slot) * kMW + warp) * 16;
+      const float og = __shfl_down_sync(kFull, accg, 1), oh = __shfl_down_sync(kFull, acch, 1);  // lane t + 1's block
+      if (t == 0) sb[g] = accg + og, sb[g + 8] = acch + oh;
+      accg = acch = 0.0f;
+      if (slot == D - 1 || ci == mine - 1) {
+        __syncthreads();
+        const int first = ci - slot;
+        const int per = tpi * 16;
+        for (int e = threadIdx.x; e < (slot + 1) * per; e += blockDim.x) {
+          const int dd = e / per, rem = e - dd * per;
+          const int tl2 = rem >> 4, r = rem & 15;
+          const int64_t n = (static_cast<int64_t>(g0 + (first + dd) * static_cast<int>(gridDim.x)) * tpi + tl2) * 16 + r;
+          if (n < N) {
+            const float* p = s_buf + ((bsel * D + dd) * kMW + tl2 * wpt) * 16 + r;
+            float sum = 0.0f;
+            for (int q = 0; q < wpt; ++q) sum += p[q * 16];
+            out[n] = from_f<T>(sum + (bias != nullptr ? to_f(bias[n]) : 0.0f));
+          }
+        }
+      }
+      ++ci;
+      cq = 0;
+    } else {
+      ++cq;
+    }
+    if (!more) break;
+    cur = nxt;
+  }
+}
+
+// ---- async: the v16 unit layout with the weights and scales staged through a per-warp cp.async ring --------------------
+//
+// The same units, lanes and MMAs as gemv4_v16_kernel, but a warp walks its units one at a time with S - 1 units of copies
+// in flight (cp.async.cg 16 B for the weights, 4 B for the scale inputs of lanes t < 2), so more bytes stay in flight
+// than the register double buffer allows. Each lane reads back only what it copied itself (no warp sync needed).
+constexpr int kAsyncStage = 1280;  // bytes per (warp, stage): weights [2 rows][32 lanes][16] + q words [2][16] + a [2][16]
+constexpr int kAsyncDepth = 4;     // items buffered between barriers
+
+inline size_t async_smem_bytes(int64_t K, int es, int S) {
+  return static_cast<size_t>(kLutBytes) + static_cast<size_t>(K) * es + 64 + 256 * 4 + static_cast<size_t>(2) * kAsyncDepth * kMW * 16 * 4 +
+         static_cast<size_t>(kMW) * S * kAsyncStage;
+}
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(dst))), "l"(src));
+}
+__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(dst))), "l"(src));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+template <typename T, bool NESTED, int S, bool XREG, bool RO>
+__global__ void __launch_bounds__(kMW * 32, 1)
+    gemv4_async_kernel(T* __restrict__ out, const T* __restrict__ x, WeightArgs w, const T* __restrict__ bias, int64_t N, int64_t K,
+                       int lg_wpt, int cpw, Lut16 lut) {
+  constexpr int D = kAsyncDepth;
+  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* s_lut = smem;
+  T* s_x = reinterpret_cast<T*>(smem + kLutBytes);
+  float* s_code = reinterpret_cast<float*>(smem + kLutBytes + K * static_cast<int64_t>(sizeof(T)) + 64);
+  float* s_buf = s_code + 256;  // [2][D][kMW][16]
+  unsigned char* ring = reinterpret_cast<unsigned char*>(s_buf + 2 * D * kMW * 16);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int wpt = 1 << lg_wpt, tpi = kMW >> lg_wpt, ti = warp >> lg_wpt, kw = warp & (wpt - 1);
+  const int C2 = static_cast<int>(K >> 7);
+  const int ntiles = static_cast<int>((N + 15) >> 4);
+  const int items = (ntiles + tpi - 1) / tpi;
+  const int g0 = blockIdx.x;
+  if (g0 >= items) return;
+  const int mine = (items - g0 + static_cast<int>(gridDim.x) - 1) / static_cast<int>(gridDim.x);
+  const int total = mine * cpw;  // unit slots of every warp (block-uniform)
+  const int64_t rowbytes = K >> 1;
+  const int run0 = kw * cpw;
+  const int nu = (run0 + cpw < C2 ? run0 + cpw : C2) - run0;  // units of this warp's run (may be <= 0)
+  const int nlast = static_cast<int>(N - 1);
+  const int64_t nblocks = (N * K) >> w.lg_bs;
+  unsigned char* wring = ring + warp * S * kAsyncStage;
+  const int sidx = g * 2 + (t & 1);  // scale slot of lanes t < 2
+
+  // Copies of unit slot j (item j / cpw, unit j % cpw of the run) into stage j % S; always one commit group.
+  int ii = 0, ir = 0;  // unit slot being issued, as (item, unit)
+  auto issue_next = [&]() {
+    if (ii < mine) {
+      if (ir < nu) {
+        const int r = ((g0 + ii * static_cast<int>(gridDim.x)) * tpi + ti) * 16 + g;
+        const int64_t rg = r < nlast ? r : nlast, rh = r + 8 < nlast ? r + 8 : nlast;
+        const int c2 = run0 + ir;
+        unsigned char* st = wring + ((ii * cpw + ir) % S) * kAsyncStage;
+        cp_async16(st + lane * 16, w.packed + rg * rowbytes + c2 * 64 + t * 16);
+        cp_async16(st + 512 + lane * 16, w.packed + rh * rowbytes + c2 * 64 + t * 16);
+        if (t < 2) {
+          const int64_t bg = (rg * K + c2 * 128 + t * 64) >> w.lg_bs, bh = (rh * K + c2 * 128 + t * 64) >> w.lg_bs;
+          uint32_t* sq = reinterpret_cast<uint32_t*>(st + 1024);
+          float* sa = reinterpret_cast<float*>(st + 1152);
+          if (NESTED) {
+            const int64_t wg4 = bg & ~int64_t{3}, wh4 = bh & ~int64_t{3};
+            if (wg4 + 4 <= nblocks) cp_async4(sq + sidx, w.qabsmax + wg4);
+            else sq[sidx] = static_cast<uint32_t>(w.qabsmax[bg]) << (8 * (bg & 3));
+            if (wh4 + 4 <= nblocks) cp_async4(sq + 16 + sidx, w.qabsmax + wh4);
+            else sq[16 + sidx] = static_cast<uint32_t>(w.qabsmax[bh]) << (8 * (bh & 3));
+            cp_async4(sa + sidx, w.nested_absmax + (bg >> 8));
+            cp_async4(sa + 16 + sidx, w.nested_absmax + (bh >> 8));
+          } else {
+            cp_async4(sa + sidx, w.absmax + bg);
+            cp_async4(sa + 16 + sidx, w.absmax + bh);
+          }
+        }
+      }
+      if (++ir == cpw) ir = 0, ++ii;
+    }
+    cp_async_commit();
+  };
+#pragma unroll
+  for (int p = 0; p < S - 1; ++p) issue_next();
+
+  {
+    const uint32_t hi = pack_pair<T>(0.0f, lut.v[warp & 15]) & 0xffff0000u;
+    uint32_t* tw = reinterpret_cast<uint32_t*>(s_lut);
+#pragma unroll
+    for (int i = 0; i < 16; ++i) tw[((warp & 15) + 16 * i) * 64 + lane] = hi | (pack_pair<T>(lut.v[i], 0.0f) & 0xffffu);
+  }
+  if (NESTED)
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) s_code[i] = w.nested_code[i];
+  {
+    const uint4* xs = reinterpret_cast<const uint4*>(x);
+    uint4* xd = reinterpret_cast<uint4*>(s_x);
+    const int nx = static_cast<int>(K * static_cast<int64_t>(sizeof(T)) / 16);
+    for (int base = 0; base < nx; base += 4 * blockDim.x) {
+      uint4 v[4];
+#pragma unroll
+      for (int a = 0; a < 4; ++a) {
+        const int idx = base + a * blockDim.x + threadIdx.x;
+        if (idx < nx) v[a] = __ldg(xs + idx);
+      }
+#pragma unroll
+      for (int a = 0; a < 4; ++a) {
+        const int idx = base + a * blockDim.x + threadIdx.x;
+        if (idx < nx) xd[idx] = v[a];
+      }
+    }
+    if (threadIdx.x < 4) xd[nx + threadIdx.x] = make_uint4(0u, 0u, 0u, 0u);
+  }
+  __syncthreads();
+
+  const uint32_t lane4 = static_cast<uint32_t>(lane) * 4;
+  const bool xon = w.lg_bs == 6 ? g == 2 * (t >> 1) : g == 0;
+  const int xoff = xon ? t * 32 : static_cast<int>(K);
+  const int xstep = xon ? 128 : 0;
+  uint32_t xr[XREG ? 2 : 1][16];  // XREG: cpw <= 2
+  if constexpr (XREG) {
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int c = run0 + (u < nu ? u : 0);
+      const uint4* xp = reinterpret_cast<const uint4*>(s_x + xoff + (c < C2 ? c : 0) * xstep);
+#pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        const uint4 a = xp[v];
+        xr[u][4 * v] = a.x, xr[u][4 * v + 1] = a.y, xr[u][4 * v + 2] = a.z, xr[u][4 * v + 3] = a.w;
+      }
+    }
+  }
+  float accg = 0.0f, acch = 0.0f;
+  int ci = 0, cr = 0;  // unit slot being computed, as (item, unit)
+  for (int j = 0; j < total; ++j) {
+    issue_next();
+    cp_async_wait<S - 1>();
+    if (cr < nu) {  // warp-uniform
+      const unsigned char* st = wring + (j % S) * kAsyncStage;
+      const uint4 wg = *reinterpret_cast<const uint4*>(st + lane * 16), wh = *reinterpret_cast<const uint4*>(st + 512 + lane * 16);
+      float su = 0.0f, sv = 0.0f;
+      if (t < 2) {
+        const float* sa = reinterpret_cast<const float*>(st + 1152);
+        if (NESTED) {
+          const uint32_t* sq = reinterpret_cast<const uint32_t*>(st + 1024);
+          const int c2 = run0 + cr;
+          const int r = ((g0 + ci * static_cast<int>(gridDim.x)) * tpi + ti) * 16 + g;
+          const int64_t rg = r < nlast ? r : nlast, rh = r + 8 < nlast ? r + 8 : nlast;
+          const int64_t bg = (rg * K + c2 * 128 + t * 64) >> w.lg_bs, bh = (rh * K + c2 * 128 + t * 64) >> w.lg_bs;
+          const uint32_t qg = (sq[sidx] >> (8 * (bg & 3))) & 0xffu, qh = (sq[16 + sidx] >> (8 * (bh & 3))) & 0xffu;
+          su = __fmaf_rn(s_code[qg], sa[sidx], w.offset);
+          sv = __fmaf_rn(s_code[qh], sa[16 + sidx], w.offset);
+        } else {
+          su = sa[sidx];
+          sv = sa[16 + sidx];
+        }
+      }
+      if constexpr (RO) {
+        accg += __uint_as_float((wg.x ^ wh.y ^ wg.z ^ wh.w ^ wg.y ^ wh.x ^ wg.w ^ wh.z) & 0x3f8fffffu) * su * sv;
+      } else {
+        uint32_t pg[16], ph[16];
+        decode16_lds(s_lut, lane4, wg, pg);
+        decode16_lds(s_lut, lane4, wh, ph);
+        uint32_t xw[16];
+        if constexpr (XREG) {
+#pragma unroll
+          for (int q = 0; q < 16; ++q) xw[q] = cr == 0 ? xr[0][q] : xr[1][q];
+        } else {
+          const uint4* xp = reinterpret_cast<const uint4*>(s_x + xoff + (run0 + cr) * xstep);
+#pragma unroll
+          for (int v = 0; v < 4; ++v) {
+            const uint4 a = xp[v];
+            xw[4 * v] = a.x, xw[4 * v + 1] = a.y, xw[4 * v + 2] = a.z, xw[4 * v + 3] = a.w;
+          }
+        }
+        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int jj = 0; jj < 8; ++jj) mma16816<T>(d, pg[2 * jj], ph[2 * jj], pg[2 * jj + 1], ph[2 * jj + 1], xw[2 * jj], xw[2 * jj + 1]);
+        accg = fmaf(d[0], su, accg);
+        acch = fmaf(d[2], sv, acch);
+      }
+    }
+    if (cr == cpw - 1) {  // block-uniform: item ci done
+      const int slot = ci % D, bsel = (ci / D) & 1;
+      float* sb = s_buf + ((bsel * D + slot) * kMW + warp) * 16;
+      const float og = __shfl_down_sync(kFull, accg, 1), oh = __shfl_down_sync(kFull, acch, 1);
+      if (t == 0) sb[g] = accg + og, sb[g + 8] = acch + oh;
+      accg = acch = 0.0f;
+      if (slot == D - 1 || ci == mine - 1) {
+        __syncthreads();
+        const int first = ci - slot;
+        const int per = tpi * 16;
+        for (int e = threadIdx.x; e < (slot + 1) * per; e += blockDim.x) {
+          const int dd = e / per, rem = e - dd * per;
+          const int tl2 = rem >> 4, r = rem & 15;
+          const int64_t n = (static_cast<int64_t>(g0 + (first + dd) * static_cast<int>(gridDim.x)) * tpi + tl2) * 16 + r;
+          if (n < N) {
+            const float* p = s_buf + ((bsel * D + dd) * kMW + tl2 * wpt) * 16 + r;
+            float sum = 0.0f;
+            for (int q = 0; q < wpt; ++q) sum += p[q * 16];
+            out[n] = from_f<T>(sum + (bias != nullptr ? to_f(bias[n]) : 0.0f));
+          }
+        }
+      }
+      ++ci;
+      cr = 0;
+    } else {
+      ++cr;
+    }
+  }
+  cp_async_wait<0>();
+}
+
+// ---- gemv4_il_kernel: interleaved chunks (lab; measured slower, not in gemm4bit.cu) -----------------------------------
+//
+// gemm4bit.cu's kernel (split partial groups, x in registers when a warp's chunks are one group, U = 2 for MB == 16)
+// with one change: warp kw of a tile takes chunks kw, kw + wpt, ... instead of a contiguous run, so at every step the
+// tile's warps read wpt consecutive chunks of each row (tried for DRAM locality).
+
+template <typename T, int MB, bool NESTED, int U, bool XREG>
+__global__ void __launch_bounds__(kMW * 32, 1)
+    gemv4_il_kernel(T* __restrict__ out, const T* __restrict__ x, WeightArgs w, const T* __restrict__ bias, int64_t M, int64_t N,
+                     int64_t K, int lg_wpt, int cpw, Lut16 lut) {
+  using Cfg = MmaCfg<MB>;
+  constexpr int NT = Cfg::NT, D = Cfg::kDepth, V = Cfg::kVals, SPL = MGroup<U>::SPL;
+  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* s_lut = smem;                                      // [256 bytes][64 words]; words 0..31 used
+  T* s_x = reinterpret_cast<T*>(smem + kLutBytes);                  // MB == 1: x (K,)
+  float* s_code = reinterpret_cast<float*>(smem + kLutBytes + (MB == 1 ? K * static_cast<int64_t>(sizeof(T)) : 0));
+  float* s_buf = s_code + 256;                                      // [2][D][kMW][16][V]
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int wpt = 1 << lg_wpt, tpi = kMW >> lg_wpt, ti = warp >> lg_wpt, kw = warp & (wpt - 1);
+  const int C = static_cast<int>(K >> 6);  // chunks per row (>= U)
+  const int ntiles = static_cast<int>((N + 15) >> 4);
+  const int items = (ntiles + tpi - 1) / tpi;
+  const int g0 = blockIdx.x;
+  if (g0 >= items) return;  // block-uniform
+  const int mine = (items - g0 + static_cast<int>(gridDim.x) - 1) / static_cast<int>(gridDim.x);  // items of this CTA
+  const int G = (cpw + U - 1) / U;  // groups per item
+  const int total = mine * G;       // groups of this warp
+  const int64_t rowbytes = K >> 1;
+  const int lg_cpb = w.lg_bs - 6;   // chunks per block = 2^lg_cpb
+  // This warp's chunks of a row are kw, kw + wpt, kw + 2 wpt, ... (cpw of them, those < C exist): interleaved, so at
+  // every step the wpt warps of a tile read wpt consecutive chunks of each row (DRAM locality; contiguous runs per warp
+  // measured slower at K = 14336). Unit u of group q is chunk kw + (q U + u) wpt; a unit counts iff its chunk < C
+  // (warp-uniform), and the loads of one that does not read chunk C - 1 instead (inside the row).
+  auto chunk_of = [&](int q, int u) { return kw + ((q * U + u) << lg_wpt); };
+  const int cstep = 32 << lg_wpt;  // bytes between a warp's consecutive chunks
+
+  // Load side: rows g and g + 8 of the item being loaded (clamped to N - 1: those sums are never stored).
+  const uint8_t* lpg = nullptr;
+  const uint8_t* lph = nullptr;
+  int64_t lfg = 0, lfh = 0;  // flat chunk index of the rows' first chunk
+  const int nlast = static_cast<int>(N - 1);
+  auto set_item = [&](int i) {
+    const int r = ((g0 + i * static_cast<int>(gridDim.x)) * tpi + ti) * 16 + g;
+    const int64_t rg = r < nlast ? r : nlast, rh = r + 8 < nlast ? r + 8 : nlast;
+    lpg = w.packed + rg * rowbytes + t * 8;
+    lph = w.packed + rh * rowbytes + t * 8;
+    lfg = rg * C;
+    lfh = rh * C;
+  };
+  auto load = [&](MGroup<U>& b, int q) {
+    const int c0 = chunk_of(q, 0);
+    if (c0 + (U - 1) * wpt < C) {  // warp-uniform: every unit exists
+      const uint8_t* pg = lpg + c0 * 32;
+      const uint8_t* ph = lph + c0 * 32;
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        b.wg[u] = ld_w8(pg + u * cstep);
+        b.wh[u] = ld_w8(ph + u * cstep);
+      }
+    } else {
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int c = c0 + u * wpt < C ? c0 + u * wpt : C - 1;
+        b.wg[u] = ld_w8(lpg + c * 32);
+        b.wh[u] = ld_w8(lph + c * 32);
+      }
+    }
+#pragma unroll
+    for (int v = 0; v < SPL; ++v) {
+      const int uu = t + 4 * v;
+      if (uu < U) {
+        const int cu = c0 + uu * wpt < C ? c0 + uu * wpt : C - 1;
+        const int64_t bg = (lfg + cu) >> lg_cpb, bh = (lfh + cu) >> lg_cpb;
+        if (NESTED) {
+          b.qg[v] = w.qabsmax[bg];
+          b.qh[v] = w.qabsmax[bh];
+          b.ag[v] = __ldg(w.nested_absmax + (bg >> 8));
+          b.ah[v] = __ldg(w.nested_absmax + (bh >> 8));
+        } else {
+          b.qg[v] = b.qh[v] = 0u;
+          b.ag[v] = __ldg(w.absmax + bg);
+          b.ah[v] = __ldg(w.absmax + bh);
+        }
+      } else {
+        b.qg[v] = b.qh[v] = 0u;
+        b.ag[v] = b.ah[v] = 0.0f;
+      }
+    }
+  };
+
+  // The first group's loads go out before the tables are filled, so they are in flight meanwhile.
+  MGroup<U> cur, nxt;
+  int li = 0;
+  int lq = 0;
+  set_item(0);
+  load(cur, 0);
+  if (++lq == G) lq = 0, ++li, set_item(li);
+
+  // Byte -> pair table: thread (warp w, lane l) writes bytes b = w + 16 i, whose pairs are (LUT[i], LUT[w]).
+  {
+    const uint32_t hi = pack_pair<T>(0.0f, lut.v[warp & 15]) & 0xffff0000u;
+    uint32_t* tw = reinterpret_cast<uint32_t*>(s_lut);
+#pragma unroll
+    for (int i = 0; i < 16; ++i) tw[((warp & 15) + 16 * i) * 64 + lane] = hi | (pack_pair<T>(lut.v[i], 0.0f) & 0xffffu);
+  }
+  if (NESTED)
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) s_code[i] = w.nested_code[i];
+  if constexpr (MB == 1) {
+    const uint4* xs = reinterpret_cast<const uint4*>(x);
+    uint4* xd = reinterpret_cast<uint4*>(s_x);
+    const int nx = static_cast<int>(K * static_cast<int64_t>(sizeof(T)) / 16);
+    for (int base = 0; base < nx; base += 4 * blockDim.x) {  // four loads in flight per thread
+      uint4 v[4];
+#pragma unroll
+      for (int a = 0; a < 4; ++a) {
+        const int idx = base + a * blockDim.x + threadIdx.x;
+        if (idx < nx) v[a] = __ldg(xs + idx);
+      }
+#pragma unroll
+      for (int a = 0; a < 4; ++a) {
+        const int idx = base + a * blockDim.x + threadIdx.x;
+        if (idx < nx) xd[idx] = v[a];
+      }
+    }
+  }
+  __syncthreads();
+
+  const uint32_t lane4 = static_cast<uint32_t>(lane) * 4;
+  // XREG (MB == 1, the warp's run is one group: G == 1): its x fragments are loaded once, here, instead of two LDS.128
+  // per chunk (every item of the CTA uses the same run of x).
+  uint32_t xr[XREG ? U : 1][8];
+  if constexpr (XREG) {
+    static_assert(MB == 1, "x in registers needs MB == 1");
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = chunk_of(0, u) < C ? chunk_of(0, u) : C - 1;
+      const uint4* xp = reinterpret_cast<const uint4*>(s_x + c * 64 + t * 16);
+      const uint4 xa = xp[0], xb = xp[1];
+      xr[u][0] = xa.x, xr[u][1] = xa.y, xr[u][2] = xa.z, xr[u][3] = xa.w, xr[u][4] = xb.x, xr[u][5] = xb.y, xr[u][6] = xb.z, xr[u][7] = xb.w;
+    }
+  }
+  float acc[NT][4];
+#pragma unroll
+  for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+  int ci = 0;
+  int cq = 0;
+  for (int s = 0; s < total; ++s) {
+    const bool more = s + 1 < total;  // block-uniform
+    if (more) {
+      load(nxt, lq);
+      if (++lq == G) lq = 0, ++li, set_item(li);
+    }
+    // the scales of the chunks this lane loaded
+    float sg[SPL], sh[SPL];
+#pragma unroll
+    for (int v = 0; v < SPL; ++v) {
+      sg[v] = NESTED ? __fmaf_rn(s_code[cur.qg[v]], cur.ag[v], w.offset) : cur.ag[v];
+      sh[v] = NESTED ? __fmaf_rn(s_code[cur.qh[v]], cur.ah[v], w.offset) : cur.ah[v];
+    }
+    const int c0 = chunk_of(cq, 0);
+    const int live = c0 < C ? (C - 1 - c0) / wpt + 1 : 0;  // units of this group that count: u < live
+    // Unit u of the group: decode, MMAs, and (when it counts) the scaled sums added to acc.
+    auto unit = [&](int u, bool counts) {
+      const int src = (lane & ~3) | (u & 3);
+      const float su = __shfl_sync(kFull, sg[u >> 2], src), sv = __shfl_sync(kFull, sh[u >> 2], src);
+      const int c = c0 + u * wpt;
+      uint32_t pg[8], ph[8];
+      decode8(s_lut, lane4, cur.wg[u], pg);
+      decode8(s_lut, lane4, cur.wh[u], ph);
+      float d[NT][4];
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        uint32_t xw[8];
+        if constexpr (XREG) {
+#pragma unroll
+          for (int q = 0; q < 8; ++q) xw[q] = xr[u][q];
+        } else if constexpr (MB == 1) {
+          const uint4* xp = reinterpret_cast<const uint4*>(s_x + c * 64 + t * 16);
+          const uint4 xa = xp[0], xb = xp[1];
+          xw[0] = xa.x, xw[1] = xa.y, xw[2] = xa.z, xw[3] = xa.w, xw[4] = xb.x, xw[5] = xb.y, xw[6] = xb.z, xw[7] = xb.w;
+        } else {
+          const int m = n * 8 + g;
+          if (m < M) {
+            const uint4* xp = reinterpret_cast<const uint4*>(x + m * K + c * 64 + t * 16);
+            const uint4 xa = __ldg(xp), xb = __ldg(xp + 1);
+            xw[0] = xa.x, xw[1] = xa.y, xw[2] = xa.z, xw[3] = xa.w, xw[4] = xb.x, xw[5] = xb.y, xw[6] = xb.z, xw[7] = xb.w;
+          } else {
+#pragma unroll
+            for (int q = 0; q < 8; ++q) xw[q] = 0u;
+          }
+        }
+        d[n][0] = d[n][1] = d[n][2] = d[n][3] = 0.0f;
+#pragma unroll
+        for (int q = 0; q < 4; ++q) mma16816<T>(d[n], pg[2 * q], ph[2 * q], pg[2 * q + 1], ph[2 * q + 1], xw[2 * q], xw[2 * q + 1]);
+      }
+      if (counts) {  // warp-uniform
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+          acc[n][0] = fmaf(d[n][0], su, acc[n][0]);
+          acc[n][1] = fmaf(d[n][1], su, acc[n][1]);
+          acc[n][2] = fmaf(d[n][2], sv, acc[n][2]);
+          acc[n][3] = fmaf(d[n][3], sv, acc[n][3]);
+        }
+      }
+    };
+    if (live >= U) {  // warp-uniform: a full group, straight-line so the U units' chains overlap
+#pragma unroll
+      for (int u = 0; u < U; ++u) unit(u, true);
+    } else {  // a partial group (the end of a run): skip the units that do not count (K = 14336: 2 of 4)
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (u < live) unit(u, true);
+    }
+    if (cq == G - 1) {  // block-uniform: item ci is done for every warp
+      const int slot = static_cast<int>(ci % D);
+      const int bsel = static_cast<int>((ci / D) & 1);
+      float* sb = s_buf + ((bsel * D + slot) * kMW + warp) * 16 * V;
+      if constexpr (MB == 1) {
+        if (t == 0) sb[g] = acc[0][0], sb[g + 8] = acc[0][2];
+      } else {
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+          const int m = n * 8 + 2 * t;
+          sb[g * V + m] = acc[n][0];
+          sb[g * V + m + 1] = acc[n][1];
+          sb[(g + 8) * V + m] = acc[n][2];
+          sb[(g + 8) * V + m + 1] = acc[n][3];
+        }
+      }
+#pragma unroll
+      for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+      if (slot == D - 1 || ci == mine - 1) {  // block-uniform: add the buffered items' sums, in warp order
+        __syncthreads();
+        const int first = ci - slot;
+        const int per = tpi * 16 * V;
+        for (int e = threadIdx.x; e < (slot + 1) * per; e += blockDim.x) {
+          const int dd = e / per, rem = e - dd * per;
+          const int tl = rem / (16 * V), rv = rem - tl * 16 * V;
+          const int r = rv / V, m = rv - r * V;
+          const int64_t n = (static_cast<int64_t>(g0 + (first + dd) * static_cast<int>(gridDim.x)) * tpi + tl) * 16 + r;
+          if (n < N && m < M) {
+            const float* p = s_buf + ((bsel * D + dd) * kMW + tl * wpt) * 16 * V + rv;
+            float sum = 0.0f;
+            for (int q = 0; q < wpt; ++q) sum += p[q * 16 * V];
+            out[m * N + n] = from_f<T>(sum + (bias != nullptr ? to_f(bias[n]) : 0.0f));
+          }
+        }
+      }
+      ++ci;
+      cq = 0;
+    } else {
+      ++cq;
+    }
+    if (!more) break;
+    cur = nxt;
+  }
+}
+
 // ---- host -----------------------------------------------------------------------------------------------------------------
 
 __device__ __forceinline__ uint32_t hash32(uint64_t i, uint32_t seed) {
@@ -710,6 +1439,74 @@ void launch_mma(cudaStream_t st, T* out, const T* x, const WeightArgs& w, int64_
   gemv4_mma_kernel<T, MB, NESTED, U, LAB><<<static_cast<unsigned>(gx), kMW * 32, smem, st>>>(out, x, w, nullptr, M, N, K, lg, cpw, lut);
 }
 
+// v16 launch: lg < 0 picks as many warps per tile (up to kMW) as leave each warp at least U units; XREG needs the
+// warp's run to be one group (cpw <= U). Returns false when the shape does not fit.
+template <typename T, bool NESTED, int U, int DEC, bool XREG = false, bool RO = false>
+bool launch_v16(cudaStream_t st, T* out, const T* x, const WeightArgs& w, int64_t N, int64_t K, const Lut16& lut, int lg = -1) {
+  if (K % 128 != 0) return false;
+  const int64_t C2 = K / 128;
+  if (C2 < U) return false;
+  if (lg < 0) {
+    lg = 4;
+    while (lg > 0 && (C2 >> lg) < U) --lg;
+  }
+  const int cpw = static_cast<int>((C2 + (1 << lg) - 1) >> lg);
+  if (XREG && cpw > U) return false;
+  const int64_t tpi = kMW >> lg, items = ((N + 15) / 16 + tpi - 1) / tpi;
+  const size_t smem = v16_smem_bytes(K, sizeof(T), DEC != 1);
+  static bool attr = false;
+  if (!attr) {
+    CK(cudaFuncSetAttribute(gemv4_v16_kernel<T, NESTED, U, DEC, XREG, RO>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
+    attr = true;
+  }
+  const int64_t gx = items < g_sms ? items : g_sms;
+  gemv4_v16_kernel<T, NESTED, U, DEC, XREG, RO><<<static_cast<unsigned>(gx), kMW * 32, smem, st>>>(out, x, w, nullptr, N, K, lg, cpw, lut);
+  return true;
+}
+
+// async launch: lg < 0 picks as many warps per tile (up to kMW) as leave each warp at least 2 units.
+template <typename T, bool NESTED, int S, bool XREG = false, bool RO = false>
+bool launch_async(cudaStream_t st, T* out, const T* x, const WeightArgs& w, int64_t N, int64_t K, const Lut16& lut, int lg = -1) {
+  if (K % 128 != 0) return false;
+  const int64_t C2 = K / 128;
+  if (lg < 0) {
+    lg = 4;
+    while (lg > 0 && (C2 >> lg) < 2) --lg;
+  }
+  const int cpw = static_cast<int>((C2 + (1 << lg) - 1) >> lg);
+  if (XREG && cpw > 2) return false;
+  const int64_t tpi = kMW >> lg, items = ((N + 15) / 16 + tpi - 1) / tpi;
+  const size_t smem = async_smem_bytes(K, sizeof(T), S);
+  if (smem > 227 * 1024) return false;
+  static bool attr = false;
+  if (!attr) {
+    CK(cudaFuncSetAttribute(gemv4_async_kernel<T, NESTED, S, XREG, RO>, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024));
+    attr = true;
+  }
+  const int64_t gx = items < g_sms ? items : g_sms;
+  gemv4_async_kernel<T, NESTED, S, XREG, RO><<<static_cast<unsigned>(gx), kMW * 32, smem, st>>>(out, x, w, nullptr, N, K, lg, cpw, lut);
+  return true;
+}
+
+// gemm4bit.cu's launch rule applied to gemv4_il_kernel (U = 2 for MB == 16 unless given; XREG when a warp's chunks are one group).
+template <typename T, int MB, bool NESTED, int U = (MB == 16 ? 2 : 4)>
+void launch_il(cudaStream_t st, T* out, const T* x, const WeightArgs& w, int64_t M, int64_t N, int64_t K, const Lut16& lut, int target) {
+  const int64_t C = K / 64;
+  const int lg = mma_lg_wpt(C, target);
+  const int cpw = static_cast<int>((C + (1 << lg) - 1) >> lg);
+  const int64_t tpi = kMW >> lg, items = ((N + 15) / 16 + tpi - 1) / tpi;
+  const size_t smem = mma_smem_bytes(MB, K, sizeof(T));
+  const bool xreg = MB == 1 && cpw <= U;
+  auto kernel = xreg ? gemv4_il_kernel<T, MB, NESTED, U, MB == 1> : gemv4_il_kernel<T, MB, NESTED, U, false>;
+  static bool attr[2] = {false, false};
+  if (!attr[xreg]) {
+    CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
+    attr[xreg] = true;
+  }
+  const int64_t gx = items < g_sms ? items : g_sms;
+  kernel<<<static_cast<unsigned>(gx), kMW * 32, smem, st>>>(out, x, w, nullptr, M, N, K, lg, cpw, lut);
+}
+
 template <typename T>
 const char* tname() {
   return std::is_same<T, __half>::value ? "f16" : std::is_same<T, float>::value ? "f32" : "bf16";
@@ -799,17 +1596,30 @@ void bench_shape(int64_t M, int64_t N, int64_t K, bool timing, bool old_too) {
   }
   if (M == 1 && old_too) report("old m1 (shfl LUT, fp32 FMA)", [&](int c) { launch_old<T, true>(s0, out, x, args_of(st[c], bs), N, K, lut); });
   if (M == 1) {
-    report("mma U4 (gemm4bit.cu)", [&](int c) { launch_mma<T, 1, true, 4>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
-    report("mma U2", [&](int c) { launch_mma<T, 1, true, 2>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+    report("mma U4 (no split)", [&](int c) { launch_mma<T, 1, true, 4>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
     if (K / 64 % (16 * 4) != 0)
       report("mma U4 split partial groups", [&](int c) { launch_mma<T, 1, true, 4, kLabSplit>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
     if (K / 64 == 16 * 4)
       report("mma U4 x in registers", [&](int c) { launch_mma<T, 1, true, 4, kLabXRegs>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+    report("mma interleaved chunks (+xregs)", [&](int c) { launch_il<T, 1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+    if (old_too) {
+      report("v16 U2 read-only", [&](int c) { launch_v16<T, true, 2, 0, false, true>(s0, out, x, args_of(st[c], bs), N, K, lut); });
+      report("async S4 read-only", [&](int c) { launch_async<T, true, 4, false, true>(s0, out, x, args_of(st[c], bs), N, K, lut); });
+    }
+    report("v16 U2 lds", [&](int c) { launch_v16<T, true, 2, 0>(s0, out, x, args_of(st[c], bs), N, K, lut); });
+    report("v16 U2 prmt", [&](int c) { launch_v16<T, true, 2, 1>(s0, out, x, args_of(st[c], bs), N, K, lut); });
+    report("v16 U2 half", [&](int c) { launch_v16<T, true, 2, 2>(s0, out, x, args_of(st[c], bs), N, K, lut); });
+    report("async S4", [&](int c) { launch_async<T, true, 4>(s0, out, x, args_of(st[c], bs), N, K, lut); });
+    if (K / 128 <= 16 * 2) report("v16 U2 half xreg", [&](int c) { launch_v16<T, true, 2, 2, true>(s0, out, x, args_of(st[c], bs), N, K, lut); });
+    else report("v16 U2 lds wpt8", [&](int c) { launch_v16<T, true, 2, 0>(s0, out, x, args_of(st[c], bs), N, K, lut, 3); });
   } else if (M <= 8) {
     report("mma MB8 U4 (gemm4bit.cu)", [&](int c) { launch_mma<T, 8, true, 4>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+    report("mma MB8 U4 interleaved chunks", [&](int c) { launch_il<T, 8, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
   } else {
     report("mma MB16 U4 (gemm4bit.cu)", [&](int c) { launch_mma<T, 16, true, 4>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
     report("mma MB16 U2", [&](int c) { launch_mma<T, 16, true, 2>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+    report("mma MB16 U2 interleaved chunks", [&](int c) { launch_il<T, 16, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+    report("mma MB16 U4 interleaved chunks", [&](int c) { launch_il<T, 16, true, 4>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
   }
   for (auto& s : st) free_state(s);
   cudaFree(x), cudaFree(out), cudaFree(ref);
@@ -844,8 +1654,73 @@ void check_case(int64_t M, int64_t N, int64_t K, int bs, bool nested, bool fp4, 
   if (!(e <= (std::is_same<T, __half>::value ? 4e-3 : 1.6e-2)))
     std::printf("  FAIL %s MB %d M %lld N %lld K %lld bs %d %s%s target %d: err %.2e\n", tname<T>(), MB, (long long)M, (long long)N,
                 (long long)K, bs, fp4 ? "fp4" : "nf4", nested ? "+dq" : "", target, e);
+  if (C >= 4) {  // the interleaved-chunks variant
+    CK(cudaMemset(out, 0xff, M * N * sizeof(T)));
+    if (nested) launch_il<T, MB, true>(0, out, x, w, M, N, K, lut, target);
+    else launch_il<T, MB, false>(0, out, x, w, M, N, K, lut, target);
+    CK(cudaDeviceSynchronize());
+    const double e2 = rel_err<T>(out, ref, M * N);
+    worst = e2 > worst || e2 != e2 ? e2 : worst;
+    if (!(e2 <= (std::is_same<T, __half>::value ? 4e-3 : 1.6e-2)))
+      std::printf("  FAIL interleaved %s MB %d M %lld N %lld K %lld bs %d %s%s target %d: err %.2e\n", tname<T>(), MB, (long long)M, (long long)N,
+                  (long long)K, bs, fp4 ? "fp4" : "nf4", nested ? "+dq" : "", target, e2);
+  }
   free_state(s);
   cudaFree(x), cudaFree(out), cudaFree(ref);
+}
+
+// Correctness of the v16 variants (M = 1) on one shape; returns the worst error over them (-1: none ran).
+template <typename T>
+double check_v16(int64_t N, int64_t K, int bs, bool nested, bool fp4) {
+  State s = make_state(N, K, bs, nested, 11 + static_cast<uint32_t>(N + K));
+  T *x, *out;
+  float* ref;
+  CK(cudaMalloc(&x, K * sizeof(T)));
+  CK(cudaMalloc(&out, N * sizeof(T)));
+  CK(cudaMalloc(&ref, N * 4));
+  fill_normal<T><<<256, 256>>>(x, K, 9);
+  Lut16 lut;
+  std::memcpy(lut.v, fp4 ? kFP4 : kNF4, sizeof lut.v);
+  const WeightArgs w = args_of(s, bs);
+  if (nested) ref_kernel<T, true><<<static_cast<unsigned>((N + 127) / 128), 128>>>(ref, x, w, 1, N, K, lut);
+  else ref_kernel<T, false><<<static_cast<unsigned>((N + 127) / 128), 128>>>(ref, x, w, 1, N, K, lut);
+  double worst = -1.0;
+  auto one = [&](const char* name, auto&& launch) {
+    CK(cudaMemset(out, 0xff, N * sizeof(T)));
+    if (!launch()) return;
+    CK(cudaDeviceSynchronize());
+    const double e = rel_err<T>(out, ref, N);
+    worst = e > worst || e != e ? e : worst;
+    if (!(e <= (std::is_same<T, __half>::value ? 4e-3 : 1.6e-2)))
+      std::printf("  FAIL v16 %s %s N %lld K %lld bs %d %s%s: err %.2e\n", name, tname<T>(), (long long)N, (long long)K, bs,
+                  fp4 ? "fp4" : "nf4", nested ? "+dq" : "", e);
+  };
+  for (int lg : {-1, 0, 2}) {
+    if (nested) {
+      one("U2 lds", [&] { return launch_v16<T, true, 2, 0>(0, out, x, w, N, K, lut, lg); });
+      one("U2 prmt", [&] { return launch_v16<T, true, 2, 1>(0, out, x, w, N, K, lut, lg); });
+      one("U2 half", [&] { return launch_v16<T, true, 2, 2>(0, out, x, w, N, K, lut, lg); });
+      one("U4 half", [&] { return launch_v16<T, true, 4, 2>(0, out, x, w, N, K, lut, lg); });
+      one("U2 half xreg", [&] { return launch_v16<T, true, 2, 2, true>(0, out, x, w, N, K, lut, lg); });
+      one("U2 prmt xreg", [&] { return launch_v16<T, true, 2, 1, true>(0, out, x, w, N, K, lut, lg); });
+    } else {
+      one("U2 lds", [&] { return launch_v16<T, false, 2, 0>(0, out, x, w, N, K, lut, lg); });
+      one("U2 prmt", [&] { return launch_v16<T, false, 2, 1>(0, out, x, w, N, K, lut, lg); });
+      one("U2 half", [&] { return launch_v16<T, false, 2, 2>(0, out, x, w, N, K, lut, lg); });
+      one("U2 half xreg", [&] { return launch_v16<T, false, 2, 2, true>(0, out, x, w, N, K, lut, lg); });
+    }
+    if (nested) {
+      one("async S4", [&] { return launch_async<T, true, 4>(0, out, x, w, N, K, lut, lg); });
+      one("async S5", [&] { return launch_async<T, true, 5>(0, out, x, w, N, K, lut, lg); });
+      one("async S4 xreg", [&] { return launch_async<T, true, 4, true>(0, out, x, w, N, K, lut, lg); });
+    } else {
+      one("async S4", [&] { return launch_async<T, false, 4>(0, out, x, w, N, K, lut, lg); });
+      one("async S4 xreg", [&] { return launch_async<T, false, 4, true>(0, out, x, w, N, K, lut, lg); });
+    }
+  }
+  free_state(s);
+  cudaFree(x), cudaFree(out), cudaFree(ref);
+  return worst;
 }
 
 template <typename T>
@@ -864,6 +1739,15 @@ void check_all() {
     }
   }
   std::printf("  %s odd shapes / bs / fp4 / plain absmax, MB 1/8/16: worst rel err %.2e\n", tname<T>(), worst);
+  double wv = -1.0;
+  const int64_t vshapes[][3] = {{21, 14336, 64}, {256, 1024, 64}, {100, 2048, 128}, {40, 3072, 4096}, {37, 384, 64},
+                                {1000, 512, 64}, {17, 640, 128}, {300, 4096, 256}, {9, 256, 64}};
+  for (const auto& sh : vshapes)
+    for (int nested = 0; nested < 2; ++nested) {
+      const double e = check_v16<T>(sh[0], sh[1], static_cast<int>(sh[2]), nested != 0, ((sh[0] + nested) & 1) != 0);
+      wv = e > wv || e != e ? e : wv;
+    }
+  std::printf("  %s v16 variants, odd shapes / bs / fp4 / plain absmax: worst rel err %.2e\n", tname<T>(), wv);
 }
 
 __global__ void empty_kernel() {}
