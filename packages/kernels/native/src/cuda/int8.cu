@@ -349,6 +349,24 @@ __global__ void outlier_gather_kernel(float* __restrict__ xs, float* __restrict_
 
 }  // namespace
 
+namespace {
+
+// CB, SCB and (with a threshold) the per-column outlier flags (cleared first) of x (rows, cols), rows and cols > 0.
+void launch_rowquant(cudaStream_t s, int8_t* CB, float* SCB, const void* x, DType dtype, int64_t rows, int64_t cols, double threshold,
+                     uint8_t* flags) {
+  const bool split = threshold > 0.0;
+  if (split) check_cuda(cudaMemsetAsync(flags, 0, static_cast<size_t>(cols), s), "int8VectorwiseQuant");
+  const unsigned grid = static_cast<unsigned>(rows < 65535 * 4 ? rows : 65535 * 4);
+  const float thr = float_threshold(threshold);
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    rowquant_kernel<T><<<grid, 256, 0, s>>>(CB, SCB, static_cast<const T*>(x), rows, cols, split, thr, flags);
+  });
+  check_launch("int8VectorwiseQuant");
+}
+
+}  // namespace
+
 std::vector<int32_t> int8_vectorwise_quant(int device, int8_t* CB, float* SCB, const void* x, DType dtype, int64_t rows, int64_t cols,
                                            double threshold) {
   std::vector<int32_t> outlier_cols;
@@ -356,14 +374,7 @@ std::vector<int32_t> int8_vectorwise_quant(int device, int8_t* CB, float* SCB, c
   cudaStream_t s = stream(device);
   const bool split = threshold > 0.0;
   Scratch flags(device, split ? cols : 0);
-  if (split) check_cuda(cudaMemsetAsync(flags.as<uint8_t>(), 0, static_cast<size_t>(cols), s), "int8VectorwiseQuant");
-  const unsigned grid = static_cast<unsigned>(rows < 65535 * 4 ? rows : 65535 * 4);
-  const float thr = float_threshold(threshold);
-  dispatch_float(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    rowquant_kernel<T><<<grid, 256, 0, s>>>(CB, SCB, static_cast<const T*>(x), rows, cols, split, thr, flags.as<uint8_t>());
-  });
-  check_launch("int8VectorwiseQuant");
+  launch_rowquant(s, CB, SCB, x, dtype, rows, cols, threshold, flags.as<uint8_t>());
   if (!split) return outlier_cols;
   std::vector<uint8_t> host(static_cast<size_t>(cols));
   copy_device_to_host(device, host.data(), flags.as<uint8_t>(), cols);  // waits for the kernel
@@ -386,14 +397,7 @@ void int8_vectorwise_quant_list(int device, int8_t* CB, float* SCB, const void* 
   if (!split) check_cuda(cudaMemsetAsync(list, 0, sizeof(int32_t), s), "int8VectorwiseQuant");  // no outliers
   if (rows <= 0 || cols <= 0) return;
   Scratch flags(device, split ? cols : 0);
-  if (split) check_cuda(cudaMemsetAsync(flags.as<uint8_t>(), 0, static_cast<size_t>(cols), s), "int8VectorwiseQuant");
-  const unsigned grid = static_cast<unsigned>(rows < 65535 * 4 ? rows : 65535 * 4);
-  const float thr = float_threshold(threshold);
-  dispatch_float(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    rowquant_kernel<T><<<grid, 256, 0, s>>>(CB, SCB, static_cast<const T*>(x), rows, cols, split, thr, flags.as<uint8_t>());
-  });
-  check_launch("int8VectorwiseQuant");
+  launch_rowquant(s, CB, SCB, x, dtype, rows, cols, split ? threshold : 0.0, flags.as<uint8_t>());
   if (!split) return;
   compact_flags_kernel<<<1, kCompactThreads, 0, s>>>(flags.as<uint8_t>(), cols, list);
   check_launch("int8VectorwiseQuant");
