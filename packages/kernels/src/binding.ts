@@ -123,8 +123,11 @@ export interface Binding {
   getNumThreads(): number;
 
   // ---- storage ---------------------------------------------------------------------------------
-  /** [sync] New zero-filled storage. Throws OutOfMemoryError (requested and free bytes) when it cannot. */
-  allocate(device: string, byteLength: number): NativeStorage;
+  /**
+   * [sync] New storage, zero-filled unless `zero` is false (then its contents are undefined: for outputs the caller
+   * overwrites entirely). Throws OutOfMemoryError (requested and free bytes) when it cannot.
+   */
+  allocate(device: string, byteLength: number, zero?: boolean): NativeStorage;
   /** [sync] Maps a whole file read-only (zero-copy). */
   mapFile(path: string): NativeStorage;
   /** [async] Reads `byteLength` bytes at `fileOffset` of a file into new storage on `device`. */

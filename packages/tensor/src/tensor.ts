@@ -463,11 +463,24 @@ function applyRequiresGrad(t: Tensor, options: TensorOptions | undefined): Tenso
   return t;
 }
 
-/** @internal A new zero-filled contiguous tensor (what ops write their outputs into). */
+/**
+ * @internal A new contiguous tensor with undefined contents (torch.empty): what ops write their outputs into, every
+ * element of it. Not zero-filling saves a fill launch per op output on CUDA; use emptyZeroed where a kernel
+ * accumulates into its output.
+ */
 export function empty(shape: Shape, dtype: DType, device: Device): Tensor {
+  return allocateTensor(shape, dtype, device, false);
+}
+
+/** @internal A new zero-filled contiguous tensor (outputs a kernel accumulates into). */
+export function emptyZeroed(shape: Shape, dtype: DType, device: Device): Tensor {
+  return allocateTensor(shape, dtype, device, true);
+}
+
+function allocateTensor(shape: Shape, dtype: DType, device: Device, zero: boolean): Tensor {
   const bytes = byteSize(dtype, numelOf(shape));
   // Zero-byte allocations are avoided so that every storage is a real block.
-  const storage = native().allocate(device, Math.max(bytes, 1));
+  const storage = native().allocate(device, Math.max(bytes, 1), zero);
   return new Tensor(new StorageRef(storage), shape, contiguousStrides(shape), 0, dtype);
 }
 
@@ -475,7 +488,7 @@ export function empty(shape: Shape, dtype: DType, device: Device): Tensor {
 export function zeros(shape: number[], options: TensorOptions = {}): Tensor {
   options = checkOptions(options, "zeros");
   const dims = checkShapeArg(shape);
-  const t = empty(dims, checkCreateDType(options.dtype, "zeros"), normalizeDevice(options.device ?? "cpu"));
+  const t = emptyZeroed(dims, checkCreateDType(options.dtype, "zeros"), normalizeDevice(options.device ?? "cpu"));
   return applyRequiresGrad(t, options);
 }
 
@@ -485,7 +498,7 @@ export function full(shape: number[], value: number, options: TensorOptions = {}
   const dims = checkShapeArg(shape);
   if (typeof value !== "number") throw new ArgumentError(expected("a number", "full's value", value));
   const dtype = checkCreateDType(options.dtype, "full");
-  const t = empty(dims, dtype, normalizeDevice(options.device ?? "cpu"));
+  const t = value === 0 ? emptyZeroed(dims, dtype, normalizeDevice(options.device ?? "cpu")) : empty(dims, dtype, normalizeDevice(options.device ?? "cpu"));
   if (value !== 0 && t.numel > 0) native().fill(t.storage, 0, dtypeId(dtype), t.numel, value);
   return applyRequiresGrad(t, options);
 }

@@ -479,7 +479,10 @@ Napi::Value Allocate(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     Device d = arg_device(info, 0, "device");
     int64_t bytes = arg_int(info, 1, "byteLength");
-    return StorageImpl::wrap(info.Env(), MemoryBlock::allocate(d, bytes));
+    // Optional `zero` (default true): false leaves the contents undefined, for outputs the caller overwrites
+    // (on CUDA that saves a fill launch per allocation).
+    const bool zero = info.Length() <= 2 || info[2].IsUndefined() || arg_bool(info, 2, "zero");
+    return StorageImpl::wrap(info.Env(), MemoryBlock::allocate(d, bytes, zero));
   });
 }
 

@@ -8,7 +8,7 @@ import { checkFloat, checkIndex, checkNumber, checkRank, checkSameDevice, checkT
 import { dtypeId, native, normalizeDevice, type Device } from "../native.js";
 import { defaultGenerator, type Generator } from "../random.js";
 import { contiguousStrides, formatShape, normalizeDim } from "../shape.js";
-import { Tensor, empty, fromTypedArray } from "../tensor.js";
+import { Tensor, empty, emptyZeroed, fromTypedArray } from "../tensor.js";
 import { binaryRaw, mul, unaryRaw } from "./elementwise.js";
 import { reduceRaw } from "./reduce.js";
 import { cast, dense, materialize, transpose } from "./views.js";
@@ -85,7 +85,7 @@ export function rmsNorm(x: Tensor, weight: Tensor, eps = 1e-6): Tensor {
     (g, [xd, wd], needs) => {
       const gd = dense(g);
       const gx = empty(xd!.shape, xd!.dtype, xd!.device);
-      const gw = empty([C], "float32", xd!.device); // accumulated by the kernel, starts at 0
+      const gw = emptyZeroed([C], "float32", xd!.device); // accumulated by the kernel, starts at 0
       if (rows > 0) {
         native().rmsNormBackward(
           gx.storage, 0, gw.storage, 0, gd.storage, gd.byteOffset, xd!.storage, xd!.byteOffset, wd!.storage, wd!.byteOffset,
@@ -186,7 +186,7 @@ export function embedding(weight: Tensor, ids: Tensor, options: EmbeddingOptions
     [weight, null],
     (g, [idx]) => {
       const gd = dense(g);
-      const gw = empty([V, Dm], "float32", g.device); // float32 accumulation of repeated ids
+      const gw = emptyZeroed([V, Dm], "float32", g.device); // float32 accumulation of repeated ids
       if (n > 0 && Dm > 0) native().embeddingBackward(gw.storage, 0, gd.storage, gd.byteOffset, dtypeId(g.dtype), idx!.storage, idx!.byteOffset, dtypeId(idx!.dtype), n, Dm, V);
       return [wDtype === "float32" ? gw : cast(gw, wDtype), null];
     },

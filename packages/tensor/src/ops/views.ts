@@ -15,7 +15,7 @@ import {
   viewStrides,
   type Shape,
 } from "../shape.js";
-import { Tensor, empty } from "../tensor.js";
+import { Tensor, empty, emptyZeroed } from "../tensor.js";
 import { sumTo } from "./reduce.js";
 
 /** Shape/strides as the copy kernel takes them (a 0-d tensor is one element). */
@@ -115,7 +115,7 @@ export function permute(x: Tensor, dims: readonly number[]): Tensor {
 
 /** Zeros of `shape` with g written into the strided region (dim, start, step): narrow/slice backward. */
 function embedSlice(g: Tensor, shape: Shape, dim: number, start: number, step: number): Tensor {
-  const z = empty(shape, g.dtype, g.device);
+  const z = emptyZeroed(shape, g.dtype, g.device);
   const strides = contiguousStrides(shape);
   const regionStrides = [...strides];
   regionStrides[dim] = strides[dim]! * step;
