@@ -1,12 +1,12 @@
-// Per-device records of deferred index checks (deferred_check.h): device record + pinned host mirror, allocated on
-// first use and kept for the life of the process (a few bytes per device).
+// Per-thread, per-device records of deferred index checks (deferred_check.h): device record + pinned host mirror,
+// allocated on first use and kept for the life of the process (a few bytes per thread and device). Per thread, because
+// the error belongs to the JS thread that queued the op: Node worker threads share the device and its stream, and one
+// worker's bad id must not surface in another's download.
 #include "deferred_check.h"
 
 #include <cuda_runtime_api.h>
 
 #include <array>
-#include <atomic>
-#include <mutex>
 #include <string>
 
 #include "common.cuh"
@@ -17,16 +17,15 @@ namespace {
 constexpr int kMaxDevices = 64;
 
 struct Slot {
-  std::mutex mu;
   DeferredIndexError* record = nullptr;  // device memory
   DeferredIndexError* mirror = nullptr;  // pinned host memory, written by the queued copies
-  std::atomic<bool> pending{false};      // a copy was queued since the last raise_deferred
+  bool pending = false;                  // a copy was queued since the last raise_deferred
 };
-std::array<Slot, kMaxDevices> g_slots;
+thread_local std::array<Slot, kMaxDevices> tl_slots;
 
 Slot& slot(int device) {
   if (device < 0 || device >= kMaxDevices) throw_device_error("deferred check: cuda:" + std::to_string(device) + " is not a device index");
-  return g_slots[static_cast<size_t>(device)];
+  return tl_slots[static_cast<size_t>(device)];
 }
 
 const char* op_name(int32_t op) { return op == static_cast<int32_t>(DeferredOp::Embedding) ? "embedding" : "a deferred index check"; }
@@ -35,7 +34,6 @@ const char* op_name(int32_t op) { return op == static_cast<int32_t>(DeferredOp::
 
 DeferredIndexError* deferred_record(int device) {
   Slot& s = slot(device);
-  std::lock_guard<std::mutex> lk(s.mu);
   if (s.record == nullptr) {
     cudaStream_t st = stream(device);  // makes the device current
     void* host = nullptr;
@@ -59,14 +57,14 @@ void deferred_commit(int device) {
   Slot& s = slot(device);
   check_cuda(cudaMemcpyAsync(s.mirror, rec, sizeof(DeferredIndexError), cudaMemcpyDeviceToHost, stream(device)),
              "cudaMemcpyAsync (deferred check)");
-  s.pending.store(true);
+  s.pending = true;
 }
 
 void raise_deferred(int device) {
   if (device < 0 || device >= kMaxDevices) return;
-  Slot& s = g_slots[static_cast<size_t>(device)];
-  if (!s.pending.exchange(false)) return;
-  std::lock_guard<std::mutex> lk(s.mu);
+  Slot& s = tl_slots[static_cast<size_t>(device)];
+  if (!s.pending) return;
+  s.pending = false;
   const DeferredIndexError e = *s.mirror;  // the stream was waited for: the queued copies have landed
   if (e.position == ~0ull) return;
   s.mirror->position = ~0ull;
