@@ -441,12 +441,12 @@ __global__ void __launch_bounds__(kM1Warps * 32, 1)
 // U chunks' load -> decode -> MMA chains overlap); a partial group at the end of a run decodes only the chunks that
 // count. The next group's loads (possibly of the next item) are issued before the current group is computed. The scale
 // inputs of a group are loaded once per (row, chunk), by lane t = chunk % 4, and the scales passed on with shuffles.
-// MB == 1 with a run of one group (cpw == U, e.g. K = 4096: 64 chunks over 16 warps): the run's x fragments are loaded
-// into registers once, not from shared memory per chunk (every item of the CTA uses the same run of x). Per-warp sums
-// of an item go through shared memory and are added in warp order (deterministic) every kDepth items. Measured on the
-// H100 (NF4 + double quant, bs 64, bf16, weights streamed from DRAM; copy 3000 GB/s): the numbers, and the variants
-// tried, are in bench/gemv4-lab/README.md (gemv4_m1_kernel: 28.1 / 25.2 us at M = 1; the float32-FMA fast kernel
-// 80 / 77 us at M = 4, 287 / 263 us at M = 16).
+// Per-warp sums of an item go through shared memory and are added in warp order (deterministic) every kDepth items.
+// Measured through the addon on the H100 (NF4 + double quant, bs 64, bf16, weights streamed from DRAM; copy 3000 GB/s,
+// cuda-quant-check.mjs): 4096 x 14336 18.6 us at M = 1, 22 us at M = 4, 31 us at M = 16; 14336 x 4096 17.8–18.0 / 22 /
+// 34 us (gemv4_m1_kernel: 28.1 / 25.2 us at M = 1; the float32-FMA fast kernel 80 / 77 us at M = 4, 287 / 263 us at
+// M = 16). Variants and their history, including x fragments held in registers (faster in the lab, 18.0 -> 18.9 us
+// through the addon, so not used here): bench/gemv4-lab/README.md.
 // Requires T = half / bfloat16, K % 64 == 0, K >= 64 * U, bs >= 64, x and packed 16-byte aligned.
 
 constexpr int kMmaWarps = 16;                 // warps per CTA
@@ -516,7 +516,7 @@ struct MGroup {
   float ag[SPL], ah[SPL];
 };
 
-template <typename T, int MB, bool NESTED, int U, bool XREG>
+template <typename T, int MB, bool NESTED, int U>
 __global__ void __launch_bounds__(kMmaWarps * 32, 1)
     gemv4_mma_kernel(T* __restrict__ out, const T* __restrict__ x, WeightArgs w, const T* __restrict__ bias, int64_t M, int64_t N,
                      int64_t K, int lg_wpt, int cpw, Lut16 lut) {
@@ -631,19 +631,6 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
   __syncthreads();
 
   const uint32_t lane4 = static_cast<uint32_t>(lane) * 4;
-  // XREG (MB == 1, the warp's run is one group: G == 1): its x fragments are loaded once, here, instead of two LDS.128
-  // per chunk (every item of the CTA uses the same run of x).
-  uint32_t xr[XREG ? U : 1][8];
-  if constexpr (XREG) {
-    static_assert(MB == 1, "x in registers needs MB == 1");
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const uint4* xp = reinterpret_cast<const uint4*>(s_x + (group_start(0) + u) * 64 + t * 16);
-      const uint4 xa = xp[0], xb = xp[1];
-      xr[u][0] = xa.x, xr[u][1] = xa.y, xr[u][2] = xa.z, xr[u][3] = xa.w;
-      xr[u][4] = xb.x, xr[u][5] = xb.y, xr[u][6] = xb.z, xr[u][7] = xb.w;
-    }
-  }
   float acc[NT][4];
 #pragma unroll
   for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
@@ -677,10 +664,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
         uint32_t xw[8];
-        if constexpr (XREG) {
-#pragma unroll
-          for (int q = 0; q < 8; ++q) xw[q] = xr[u][q];
-        } else if constexpr (MB == 1) {
+        if constexpr (MB == 1) {
           const uint4* xp = reinterpret_cast<const uint4*>(s_x + c * 64 + t * 16);
           const uint4 xa = xp[0], xb = xp[1];
           xw[0] = xa.x, xw[1] = xa.y, xw[2] = xa.z, xw[3] = xa.w, xw[4] = xb.x, xw[5] = xb.y, xw[6] = xb.z, xw[7] = xb.w;
@@ -958,22 +942,19 @@ bool launch_mma_typed(int device, cudaStream_t s, T* out, const T* x, const Weig
   const size_t smem = mma_smem_bytes(MB, K, static_cast<int>(sizeof(T)));
   const int optin = smem_optin(device);
   if (smem > static_cast<size_t>(optin)) return false;
+  auto kernel = gemv4_mma_kernel<T, MB, NESTED, kMmaUnroll>;
+  // Allow the device's whole opt-in shared memory once per (kernel, device); devices past the cache ask every time.
+  static std::array<std::atomic<bool>, 64> allowed{};
+  const bool cached = static_cast<size_t>(device) < allowed.size();
+  if (!cached || !allowed[static_cast<size_t>(device)].load(std::memory_order_relaxed)) {
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), "cudaFuncSetAttribute");
+    if (cached) allowed[static_cast<size_t>(device)].store(true, std::memory_order_relaxed);
+  }
   // Warps per tile: as many (up to kMmaWarps) as leave each warp at least kMmaUnroll chunks of a row.
   const int64_t C = K / 64;
   int lg_wpt = 4;
   while (lg_wpt > 0 && (C >> lg_wpt) < kMmaUnroll) --lg_wpt;
   const int cpw = static_cast<int>((C + (int64_t{1} << lg_wpt) - 1) >> lg_wpt);
-  // MB == 1 with a warp's run of one group: x fragments in registers (K = 4096: 19.7 -> 16.2 us in bench/gemv4-lab).
-  const bool xreg = MB == 1 && cpw <= kMmaUnroll;
-  auto kernel = xreg ? gemv4_mma_kernel<T, MB, NESTED, kMmaUnroll, MB == 1> : gemv4_mma_kernel<T, MB, NESTED, kMmaUnroll, false>;
-  // Allow the device's whole opt-in shared memory once per (kernel, device); devices past the cache ask every time.
-  static std::array<std::atomic<bool>, 64> allowed[2]{};
-  auto& allow = allowed[xreg ? 1 : 0];
-  const bool cached = static_cast<size_t>(device) < allow.size();
-  if (!cached || !allow[static_cast<size_t>(device)].load(std::memory_order_relaxed)) {
-    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), "cudaFuncSetAttribute");
-    if (cached) allow[static_cast<size_t>(device)].store(true, std::memory_order_relaxed);
-  }
   const int64_t tpi = kMmaWarps >> lg_wpt;
   const int64_t items = ((N + 15) / 16 + tpi - 1) / tpi;
   const int64_t sms = sm_count(device);  // one CTA per SM (512 threads x up to 128 registers)
