@@ -396,7 +396,7 @@ export class LlamaForCausalLM extends PreTrainedCausalLM {
   }
 
   protected decode(ctx: ForwardContext): Tensor {
-    const { batch: B, length: T, logitsToKeep } = ctx.input;
+    const { length: T, logitsToKeep } = ctx.input;
     const model = this.model;
     const embedDevice = this.deviceOf("model.embed_tokens");
     // Ids on the device are range-checked there; a bad one is reported by the next device→host copy (no wait here).
