@@ -10,6 +10,7 @@
 #include <cuda_fp16.h>
 #endif
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -37,6 +38,24 @@ inline void check_cuda(cudaError_t err, const char* op) {
 [[noreturn]] void throw_dtype_error(const std::string& message);
 [[noreturn]] void throw_shape_error(const std::string& message);
 [[noreturn]] void throw_device_error(const std::string& message);
+// A device attribute of `device` (at least 1), read once per (attribute, device) and cached: launchers ask for the
+// multiprocessor count or the shared-memory opt-in on every launch.
+template <cudaDeviceAttr Attr>
+int device_attribute(int device) {
+  static std::atomic<int> cache[64] = {};
+  const bool cached = device >= 0 && device < 64;
+  if (cached) {
+    const int v = cache[device].load(std::memory_order_relaxed);
+    if (v > 0) return v;
+  }
+  int v = 0;
+  check_cuda(cudaDeviceGetAttribute(&v, Attr, device), "cudaDeviceGetAttribute");
+  if (v < 1) v = 1;
+  if (cached) cache[device].store(v, std::memory_order_relaxed);
+  return v;
+}
+inline int sm_count(int device) { return device_attribute<cudaDevAttrMultiProcessorCount>(device); }
+
 // Checks the last launch (cudaGetLastError) and names the op.
 inline void check_launch(const char* op) { check_cuda(cudaGetLastError(), op); }
 

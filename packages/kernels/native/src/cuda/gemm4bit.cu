@@ -881,17 +881,6 @@ int blocks_per_sm(Kernel kernel, int threads, std::atomic<int>& cache) {
   return nb;
 }
 
-int sm_count(int device) {
-  static std::array<std::atomic<int>, 64> cache{};
-  const size_t i = static_cast<size_t>(device) < cache.size() ? static_cast<size_t>(device) : 0;
-  int v = cache[i].load(std::memory_order_relaxed);
-  if (v > 0) return v;
-  check_cuda(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
-  if (v < 1) v = 1;
-  cache[i].store(v, std::memory_order_relaxed);
-  return v;
-}
-
 template <typename T, int MB, bool NESTED>
 void launch_fast_typed(int device, cudaStream_t s, T* out, const T* x, const WeightArgs& w, const T* bias, int64_t M, int64_t N, int64_t K,
                        const Lut16& lut) {
@@ -923,24 +912,12 @@ bool launch_m1(int device, cudaStream_t s, T* out, const T* x, const WeightArgs&
   return true;
 }
 
-// Opt-in shared memory per CUDA block of `device` (cached per device).
-int smem_optin(int device) {
-  static std::array<std::atomic<int>, 64> cache{};
-  const size_t i = static_cast<size_t>(device) < cache.size() ? static_cast<size_t>(device) : 0;
-  int v = cache[i].load(std::memory_order_relaxed);
-  if (v > 0) return v;
-  check_cuda(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
-  if (v < 1) v = 1;
-  cache[i].store(v, std::memory_order_relaxed);
-  return v;
-}
-
 // gemv4_mma_kernel<T, MB> for M <= MB rows when its shared memory fits the device; returns false otherwise.
 template <typename T, int MB, bool NESTED>
 bool launch_mma_typed(int device, cudaStream_t s, T* out, const T* x, const WeightArgs& w, const T* bias, int64_t M, int64_t N,
                       int64_t K, const Lut16& lut) {
   const size_t smem = mma_smem_bytes(MB, K, static_cast<int>(sizeof(T)));
-  const int optin = smem_optin(device);
+  const int optin = device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(device);
   if (smem > static_cast<size_t>(optin)) return false;
   auto kernel = gemv4_mma_kernel<T, MB, NESTED, kMmaUnroll>;
   // Allow the device's whole opt-in shared memory once per (kernel, device); devices past the cache ask every time.

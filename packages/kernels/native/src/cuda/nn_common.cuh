@@ -1,6 +1,6 @@
 // Helpers shared by the nn_*.cu CUDA kernels: dtype dispatch to a template, rounding to the storage dtype,
-// per-row thread groups (a warp or a whole block) with their reductions, the device-side index check whose result
-// is copied back to the host, and the multiprocessor count. Internal to the CUDA nn kernels.
+// per-row thread groups (a warp or a whole block) with their reductions, and the device-side index check whose result
+// is copied back to the host. Internal to the CUDA nn kernels.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -122,15 +122,6 @@ inline int64_t fetch_index(int device, const void* ids, bool is64, int64_t pos) 
   return is64 ? v64 : v32;
 }
 
-// Multiprocessors of `device` (cached per device).
-inline int sm_count(int device) {
-  static int cached[64] = {};
-  if (device >= 0 && device < 64 && cached[device] > 0) return cached[device];
-  int n = 0;
-  check_cuda(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
-  if (n <= 0) n = 1;
-  if (device >= 0 && device < 64) cached[device] = n;
-  return n;
-}
+using cuda::sm_count;  // common.cuh
 
 }  // namespace lowbit::cuda::nn_detail
