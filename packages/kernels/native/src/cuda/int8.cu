@@ -95,10 +95,16 @@ __global__ void __launch_bounds__(256) rowquant_kernel(int8_t* __restrict__ CB, 
   }
 }
 
-__global__ void zero_columns_kernel(int8_t* __restrict__ CB, const int32_t* __restrict__ list, int64_t n_list, int64_t rows, int64_t cols) {
+// CB[r, c] = 0 for the listed columns c = list[j], j < n: n is n_list, or with `count` (a device list's count, written
+// by compact_flags_kernel) that count clamped to n_list. Indices outside [0, cols) are skipped.
+__global__ void zero_columns_kernel(int8_t* __restrict__ CB, const int32_t* __restrict__ list, int64_t n_list, const int32_t* __restrict__ count,
+                                    int64_t rows, int64_t cols) {
+  const int64_t n = count == nullptr ? n_list : (*count < n_list ? *count : n_list);
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
-    for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < n_list; j += static_cast<int64_t>(gridDim.x) * blockDim.x)
-      CB[r * cols + list[j]] = 0;
+    for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < n; j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      const int32_t c = list[j];
+      if (c >= 0 && c < cols) CB[r * cols + c] = 0;
+    }
 }
 
 // One block of kCompactThreads: the ascending indices of the set flags into list[1..], their count into list[0]. Each
@@ -117,16 +123,6 @@ __global__ void __launch_bounds__(kCompactThreads) compact_flags_kernel(const ui
   for (int64_t c = c0; c < c1; ++c)
     if (flags[c] != 0) list[1 + at++] = static_cast<int32_t>(c);
   if (threadIdx.x == 0) list[0] = total;
-}
-
-// CB[r, c] = 0 for the columns of a device list (count at list[0]); launched for up to `cols` entries.
-__global__ void zero_listed_columns_kernel(int8_t* __restrict__ CB, const int32_t* __restrict__ list, int64_t rows, int64_t cols) {
-  const int64_t n = list[0] < cols ? list[0] : cols;
-  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
-    for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < n; j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-      const int32_t c = list[1 + j];
-      if (c >= 0 && c < cols) CB[r * cols + c] = 0;
-    }
 }
 
 // The smallest float t with double(t) >= threshold, so `|x| >= t` in float32 decides exactly as the CPU's
@@ -284,39 +280,21 @@ __global__ void mm_dequant_kernel(T* __restrict__ out, const int32_t* __restrict
 
 // ---- outlier product ---------------------------------------------------------------------------------------------------
 
+// out[m, n] += sum over j < n of x[m, c] * fp32(fp32(CB[n, c] * SCB[n]) * (1/127)), c = cols[j], in j order: n is
+// n_cols, or with `count` (a device list's count: the host never learns it, so a decode step does not wait for the
+// outlier columns) that count clamped to K. Indices outside [0, K) are skipped.
 template <typename T>
 __global__ void outlier_kernel(T* __restrict__ out, const T* __restrict__ x, const int8_t* __restrict__ CB, const float* __restrict__ SCB,
-                               const int32_t* __restrict__ cols, int64_t n_cols, int64_t M, int64_t N, int64_t K) {
+                               const int32_t* __restrict__ cols, int64_t n_cols, const int32_t* __restrict__ count, int64_t M, int64_t N,
+                               int64_t K) {
   constexpr float kInv127 = 7.874015718698502e-3f;  // fp32 0x3c010204, upstream's (CB * SCB) * (1/127)
+  const int64_t nc = count == nullptr ? n_cols : (*count < K ? *count : K);
+  if (nc <= 0) return;
   for (int64_t m = blockIdx.y; m < M; m += gridDim.y) {
     for (int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; n < N; n += static_cast<int64_t>(gridDim.x) * blockDim.x) {
       const float sc = SCB[n];
       float s = 0.0f;
-      for (int64_t j = 0; j < n_cols; ++j) {
-        const int64_t c = __ldg(cols + j);
-        const float wv = __fmul_rn(__fmul_rn(static_cast<float>(CB[n * K + c]), sc), kInv127);
-        s = fmaf(to_f(x[m * K + c]), wv, s);
-      }
-      const int64_t i = m * N + n;
-      out[i] = from_f<T>(__fadd_rn(to_f(out[i]), s));
-    }
-  }
-}
-
-// outlier_kernel over a device list (count at list[0], clamped to K; indices outside [0, K) are skipped): the host
-// never learns the count, so the decode step does not wait for the outlier columns.
-template <typename T>
-__global__ void outlier_list_kernel(T* __restrict__ out, const T* __restrict__ x, const int8_t* __restrict__ CB, const float* __restrict__ SCB,
-                                    const int32_t* __restrict__ list, int64_t M, int64_t N, int64_t K) {
-  constexpr float kInv127 = 7.874015718698502e-3f;
-  const int64_t n_cols = list[0] < K ? list[0] : K;
-  if (n_cols <= 0) return;
-  const int32_t* cols = list + 1;
-  for (int64_t m = blockIdx.y; m < M; m += gridDim.y) {
-    for (int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; n < N; n += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-      const float sc = SCB[n];
-      float s = 0.0f;
-      for (int64_t j = 0; j < n_cols; ++j) {
+      for (int64_t j = 0; j < nc; ++j) {
         const int64_t c = __ldg(cols + j);
         if (c < 0 || c >= K) continue;
         const float wv = __fmul_rn(__fmul_rn(static_cast<float>(CB[n * K + c]), sc), kInv127);
@@ -384,7 +362,7 @@ std::vector<int32_t> int8_vectorwise_quant(int device, int8_t* CB, float* SCB, c
     const int64_t n_list = static_cast<int64_t>(outlier_cols.size());
     Scratch list(device, n_list * 4);
     copy_host_to_device(device, list.as<int32_t>(), outlier_cols.data(), n_list * 4);
-    zero_columns_kernel<<<rows_grid(rows, n_list, 128), 128, 0, s>>>(CB, list.as<int32_t>(), n_list, rows, cols);
+    zero_columns_kernel<<<rows_grid(rows, n_list, 128), 128, 0, s>>>(CB, list.as<int32_t>(), n_list, nullptr, rows, cols);
     check_launch("int8VectorwiseQuant");
   }
   return outlier_cols;
@@ -402,7 +380,7 @@ void int8_vectorwise_quant_list(int device, int8_t* CB, float* SCB, const void* 
   compact_flags_kernel<<<1, kCompactThreads, 0, s>>>(flags.as<uint8_t>(), cols, list);
   check_launch("int8VectorwiseQuant");
   if (rows > 1) {
-    zero_listed_columns_kernel<<<rows_grid(rows, cols, 128), 128, 0, s>>>(CB, list, rows, cols);
+    zero_columns_kernel<<<rows_grid(rows, cols, 128), 128, 0, s>>>(CB, list + 1, cols, list, rows, cols);
     check_launch("int8VectorwiseQuant");
   }
 }
@@ -413,7 +391,7 @@ void int8_outlier_matmul_add_list(int device, void* out, const void* x, DType dt
   cudaStream_t s = stream(device);
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    outlier_list_kernel<T><<<rows_grid(M, N, 128), 128, 0, s>>>(static_cast<T*>(out), static_cast<const T*>(x), CB, SCB, list, M, N, K);
+    outlier_kernel<T><<<rows_grid(M, N, 128), 128, 0, s>>>(static_cast<T*>(out), static_cast<const T*>(x), CB, SCB, list + 1, K, list, M, N, K);
   });
   check_launch("int8OutlierMatmulAdd");
 }
@@ -479,7 +457,8 @@ void int8_outlier_matmul_add(int device, void* out, const void* x, DType dtype, 
   }
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    outlier_kernel<T><<<rows_grid(M, N, 128), 128, 0, s>>>(static_cast<T*>(out), static_cast<const T*>(x), CB, SCB, cols, n_cols, M, N, K);
+    outlier_kernel<T><<<rows_grid(M, N, 128), 128, 0, s>>>(static_cast<T*>(out), static_cast<const T*>(x), CB, SCB, cols, n_cols, nullptr, M, N,
+                                                           K);
   });
   check_launch("int8OutlierMatmulAdd");
 }
