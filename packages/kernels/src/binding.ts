@@ -119,6 +119,19 @@ export interface Binding {
   resetPeakMemoryStats(device: string): void;
   /** [sync] Waits until every queued operation on the device has finished. */
   synchronize(device: string): void;
+  /**
+   * [sync] Milliseconds of device time taken by the operations `work` queues on a CUDA device: timing events are
+   * recorded on the device's stream before and after calling `work`, and the second one is waited for (the
+   * torch.cuda.Event(enable_timing=True) pattern). The span also holds any gaps in which the device waited for the
+   * host, so benchmarks queue their launches behind deviceSleep to time the device alone. An error thrown by `work`
+   * propagates. ArgumentError for "cpu".
+   */
+  deviceElapsed(device: string, work: () => void): number;
+  /**
+   * Queues a kernel that keeps a CUDA device's stream busy for `microseconds` (0 .. 10 s; like torch.cuda._sleep),
+   * so the operations queued after it wait and run back to back. ArgumentError for "cpu".
+   */
+  deviceSleep(device: string, microseconds: number): void;
   setNumThreads(n: number): void;
   getNumThreads(): number;
 

@@ -195,6 +195,33 @@ describe("devices", () => {
     }
   });
 
+  it("times device work with events (deviceElapsed) and holds a stream (deviceSleep)", () => {
+    expect(() => b.deviceElapsed("cpu", () => {})).toThrow(ArgumentError);
+    expect(() => b.deviceSleep("cpu", 10)).toThrow('Expected a CUDA device ("cuda" or "cuda:N") for device but received "cpu"');
+    if (b.cudaDeviceCount() === 0) {
+      expect(() => b.deviceElapsed("cuda", () => {})).toThrow(DeviceError);
+      expect(() => b.deviceSleep("cuda", 10)).toThrow(DeviceError);
+      return;
+    }
+    expect(() => b.deviceElapsed("cuda:0", 5 as never)).toThrow("Expected a function for work");
+    expect(() => b.deviceSleep("cuda:0", -1)).toThrow(ArgumentError);
+    expect(() => b.deviceSleep("cuda:0", 20_000_000)).toThrow(ArgumentError);
+    const idle = b.deviceElapsed("cuda:0", () => {});
+    expect(idle).toBeGreaterThanOrEqual(0);
+    expect(idle).toBeLessThan(1);
+    // a 3 ms spin queued inside the span is counted; work that throws passes its error on and leaves the device usable
+    expect(b.deviceElapsed("cuda:0", () => b.deviceSleep("cuda:0", 3000))).toBeGreaterThan(2.5);
+    expect(() => b.deviceElapsed("cuda:0", () => {
+      throw new RangeError("from work");
+    })).toThrow("from work");
+    const s = b.allocate("cuda:0", 64);
+    expect(b.deviceElapsed("cuda:0", () => b.fill(s, 0, id("uint8"), 64, 9))).toBeGreaterThanOrEqual(0);
+    const got = new Uint8Array(64);
+    b.download(s, 0, got);
+    expect(got.every((v) => v === 9)).toBe(true);
+    s.dispose();
+  });
+
   it("cudaGemmBackend takes only CUDA devices", () => {
     expect(() => b.cudaGemmBackend("cpu")).toThrow(ArgumentError);
     expect(() => b.cudaGemmBackend("cpu")).toThrow('Expected a CUDA device ("cuda" or "cuda:N") for device but received "cpu"');

@@ -429,10 +429,17 @@ Napi::Value DeviceInfo(const Napi::CallbackInfo& info) {
   });
 }
 
+// The CUDA device of argument i, or ArgumentError naming it.
+Device arg_cuda_device(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  Device d = arg_device(info, i, name);
+  if (d.type != DeviceType::CUDA)
+    throw_error(ErrorKind::Argument, std::string("Expected a CUDA device (\"cuda\" or \"cuda:N\") for ") + name + " but received \"" + d.str() + "\"");
+  return d;
+}
+
 Napi::Value CudaGemmBackend(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
-    Device d = arg_device(info, 0, "device");
-    if (d.type != DeviceType::CUDA) throw_error(ErrorKind::Argument, "Expected a CUDA device (\"cuda\" or \"cuda:N\") for device but received \"" + d.str() + "\"");
+    Device d = arg_cuda_device(info, 0, "device");
     return Napi::String::New(info.Env(), cuda::gemm_backend(d.index));
   });
 }
@@ -460,6 +467,25 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&] {
     Device d = arg_device(info, 0, "device");
     if (d.type == DeviceType::CUDA) cuda::synchronize(d.index);  // CPU work is synchronous already
+    return undefined(info);
+  });
+}
+
+Napi::Value DeviceElapsed(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    Device d = arg_cuda_device(info, 0, "device");
+    if (info.Length() < 2 || !info[1].IsFunction())
+      throw_error(ErrorKind::Argument, "Expected a function for work but received " + describe_value(info[1]));
+    Napi::Function work = info[1].As<Napi::Function>();
+    const double ms = cuda::elapsed_ms(d.index, [&] { work.Call({}); });  // a throw in work propagates (events freed)
+    return Napi::Number::New(info.Env(), ms);
+  });
+}
+
+Napi::Value DeviceSleep(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&] {
+    Device d = arg_cuda_device(info, 0, "device");
+    cuda::sleep(d.index, arg_int(info, 1, "microseconds", 0, 10'000'000));
     return undefined(info);
   });
 }
@@ -698,6 +724,8 @@ void register_core(Napi::Env env, Napi::Object exports) {
   fn("memoryStats", MemoryStats);
   fn("resetPeakMemoryStats", ResetPeakMemoryStats);
   fn("synchronize", Synchronize);
+  fn("deviceElapsed", DeviceElapsed);
+  fn("deviceSleep", DeviceSleep);
   fn("setNumThreads", SetNumThreads);
   fn("getNumThreads", GetNumThreads);
   fn("allocate", Allocate);

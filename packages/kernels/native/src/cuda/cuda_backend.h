@@ -6,6 +6,7 @@
 // (common.cuh `stream(device)`), so the addon's work on a device runs in program order.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace lowbit::cuda {
@@ -58,5 +59,11 @@ void copy_device_to_device(int dst_device, void* dst, int src_device, const void
 void fill(int device, void* dst, const void* pattern, int elem_bytes, int64_t count);
 // Waits until every operation queued on the device has finished; reports an asynchronous kernel error.
 void synchronize(int device);
+// Milliseconds of device time between two timing events recorded on the device's stream before and after `work`
+// (which queues operations), like torch.cuda.Event(enable_timing=True) pairs. Waits for the second event.
+double elapsed_ms(int device, const std::function<void()>& work);
+// Queues a kernel that keeps the stream busy for `microseconds` (like torch.cuda._sleep): benchmarks queue their
+// launches behind it, so the device time between two events is the work's own, not the host's launch rate.
+void sleep(int device, int64_t microseconds);
 
 }  // namespace lowbit::cuda

@@ -1,4 +1,4 @@
-// CUDA fill kernel: `count` copies of a 1/2/4/8-byte pattern. Aligned destinations store whole elements;
+// CUDA fill kernel: `count` copies of a 1/2/4/8-byte pattern (and the stream-holding spin kernel of cuda::sleep). Aligned destinations store whole elements;
 // a destination not aligned to the element size (byte offsets are arbitrary) is written byte by byte.
 #include <cuda_runtime.h>
 
@@ -39,7 +39,21 @@ int launch_typed(void* dst, const void* pattern, int64_t count, cudaStream_t str
   return static_cast<int>(cudaGetLastError());
 }
 
+// Spins until the global nanosecond timer has advanced by `ns` (one thread; used to hold a stream).
+__global__ void spin_kernel(uint64_t ns) {
+  uint64_t start, now;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+  do {
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+  } while (now - start < ns);
+}
+
 }  // namespace
+
+int launch_spin(int64_t nanoseconds, void* stream_ptr) {
+  spin_kernel<<<1, 1, 0, static_cast<cudaStream_t>(stream_ptr)>>>(static_cast<uint64_t>(nanoseconds > 0 ? nanoseconds : 0));
+  return static_cast<int>(cudaGetLastError());
+}
 
 int launch_fill(void* dst, const void* pattern, int elem_bytes, int64_t count, void* stream_ptr) {
   cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);

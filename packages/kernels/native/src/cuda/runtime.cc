@@ -312,4 +312,31 @@ void synchronize(int device) {
   raise_deferred(device);
 }
 
+double elapsed_ms(int device, const std::function<void()>& work) {
+  cudaStream_t s = stream(device);
+  struct Events {  // destroyed on every path, also when `work` throws
+    cudaEvent_t start = nullptr, stop = nullptr;
+    ~Events() {
+      if (start != nullptr) cudaEventDestroy(start);
+      if (stop != nullptr) cudaEventDestroy(stop);
+    }
+  } ev;
+  check(cudaEventCreate(&ev.start), "cudaEventCreate");
+  check(cudaEventCreate(&ev.stop), "cudaEventCreate");
+  check(cudaEventRecord(ev.start, s), "cudaEventRecord");
+  work();
+  set_device(device);  // `work` may have made another device current
+  check(cudaEventRecord(ev.stop, s), "cudaEventRecord");
+  check(cudaEventSynchronize(ev.stop), "cudaEventSynchronize");
+  float ms = 0.0f;
+  check(cudaEventElapsedTime(&ms, ev.start, ev.stop), "cudaEventElapsedTime");
+  raise_deferred(device);
+  return ms;
+}
+
+void sleep(int device, int64_t microseconds) {
+  const int err = launch_spin(microseconds * 1000, stream(device));
+  if (err != 0) fail("sleep on cuda:" + std::to_string(device) + " failed", static_cast<cudaError_t>(err));
+}
+
 }  // namespace lowbit::cuda

@@ -28,6 +28,8 @@ void copy_device_to_host(int, void*, const void*, int64_t) { unavailable(); }
 void copy_device_to_device(int, void*, int, const void*, int64_t) { unavailable(); }
 void fill(int, void*, const void*, int, int64_t) { unavailable(); }
 void synchronize(int) { unavailable(); }
+double elapsed_ms(int, const std::function<void()>&) { unavailable(); }
+void sleep(int, int64_t) { unavailable(); }
 void cast(int, void*, DType, const void*, DType, int64_t) { unavailable(); }
 void copy_strided(int, void*, const std::vector<int64_t>&, const void*, const std::vector<int64_t>&, int64_t, const std::vector<int64_t>&, bool) {
   unavailable();
