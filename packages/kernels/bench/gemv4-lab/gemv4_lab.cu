@@ -10,13 +10,17 @@
 // copied here as the baseline) and the tensor-core kernel gemm4bit.cu uses for 16-bit activations (gemv4_mma_kernel, the
 // version before "split partial groups" and "x in registers", which gemm4bit.cu now has and which are the LAB variants
 // kLabSplit / kLabXRegs here, plus the other LAB variants). Measured-and-rejected designs kept for re-measuring:
-// gemv4_v16_kernel (16-byte loads, PRMT register decode), gemv4_async_kernel (cp.async ring) and gemv4_il_kernel
-// (interleaved chunks). Shapes (N, K) = (4096, 14336)
+// gemv4_v16_kernel (16-byte loads, PRMT register decode), gemv4_async_kernel (cp.async ring), gemv4_il_kernel
+// (interleaved chunks), gemv4_tma_kernel (TMA bulk copies / tensor-map boxes into a shared-memory ring, one producer
+// warp), gemv4_diag_kernel (diagonal MMA: 256 contiguous bytes per warp load) and the stream_probe_kernel read
+// ceilings (session 3; needs sm_90 and the driver's cuTensorMapEncodeTiled). Shapes (N, K) = (4096, 14336)
 // and (14336, 4096), M = 1 (bf16 and f16), 4 and 16 (bf16); a correctness sweep over odd shapes, blocksizes 64..4096,
 // FP4 and plain absmax runs first. See README.md for the build and run commands and the measured history.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda.h>
 #include <cuda_runtime.h>
+#include <cudaTypedefs.h>
 
 #include <cmath>
 #include <cstdint>
@@ -330,7 +334,7 @@ struct MGroup {
 // Lab-only variants of the kernel (LAB): 0 = as in gemm4bit.cu; read-only = the loads and the bookkeeping without the
 // decode and the MMAs (the ceiling of this load structure); x in registers (the x fragments of the warp's run, when a
 // group is the whole run) instead of shared memory; split = a partial group decodes only the chunks that count.
-constexpr int kLabReadOnly = 1, kLabXRegs = 2, kLabSplit = 3;
+constexpr int kLabReadOnly = 1, kLabXRegs = 2, kLabSplit = 3, kLabBare = 4, kLabNoScale = 5;  // 4: read-only, no prologue; 5: 4 without scale loads
 
 template <typename T, int MB, bool NESTED, int U, int LAB = 0>
 __global__ void __launch_bounds__(kMW * 32, 1)
@@ -390,7 +394,7 @@ __global__ void __launch_bounds__(kMW * 32, 1)
 #pragma unroll
     for (int v = 0; v < SPL; ++v) {
       const int uu = t + 4 * v;
-      if (uu < U) {
+      if (LAB != kLabNoScale && uu < U) {
         const int64_t bg = (lfg + cl + uu) >> lg_cpb, bh = (lfh + cl + uu) >> lg_cpb;
         if (NESTED) {
           b.qg[v] = w.qabsmax[bg];
@@ -418,7 +422,7 @@ __global__ void __launch_bounds__(kMW * 32, 1)
   if (++lq == G) lq = 0, ++li, set_item(li);
 
   // Byte -> pair table: thread (warp w, lane l) writes bytes b = w + 16 i, whose pairs are (LUT[i], LUT[w]).
-  {
+  if (LAB != kLabBare && LAB != kLabNoScale) {
     const uint32_t hi = pack_pair<T>(0.0f, lut.v[warp & 15]) & 0xffff0000u;
     uint32_t* tw = reinterpret_cast<uint32_t*>(s_lut);
 #pragma unroll
@@ -426,7 +430,7 @@ __global__ void __launch_bounds__(kMW * 32, 1)
   }
   if (NESTED)
     for (int i = threadIdx.x; i < 256; i += blockDim.x) s_code[i] = w.nested_code[i];
-  if constexpr (MB == 1) {
+  if constexpr (MB == 1 && LAB != kLabBare && LAB != kLabNoScale) {
     const uint4* xs = reinterpret_cast<const uint4*>(x);
     uint4* xd = reinterpret_cast<uint4*>(s_x);
     const int nx = static_cast<int>(K * static_cast<int64_t>(sizeof(T)) / 16);
@@ -483,7 +487,7 @@ __global__ void __launch_bounds__(kMW * 32, 1)
     auto unit = [&](int u, bool counts) {
       const int src = (lane & ~3) | (u & 3);
       const float su = __shfl_sync(kFull, sg[u >> 2], src), sv = __shfl_sync(kFull, sh[u >> 2], src);
-      if constexpr (LAB == kLabReadOnly) {
+      if constexpr (LAB == kLabReadOnly || LAB == kLabBare || LAB == kLabNoScale) {
         if (counts) acc[0][0] += __uint_as_float((cur.wg[u].x ^ cur.wh[u].y ^ cur.wg[u].y ^ cur.wh[u].x) & 0x3f8fffffu) * su * sv;
         return;
       }
@@ -1349,6 +1353,36 @@ __global__ void __launch_bounds__(512) stream_read_kernel(const uint4* __restric
   if (a == 0x12345678u) sink[0] = a;
 }
 
+// Lab probes of what a streaming read needs: LOADS loads of VEC bytes in flight per thread; BLOCKED: each CTA reads one
+// contiguous range (otherwise grid-stride over the whole buffer).
+template <int LOADS, int VEC, bool BLOCKED>
+__global__ void __launch_bounds__(512) stream_probe_kernel(const uint8_t* __restrict__ p, int64_t n, uint32_t* sink) {
+  using V = typename std::conditional<VEC == 16, uint4, uint2>::type;
+  const int64_t nv = n / VEC;
+  int64_t begin = 0, end = nv, first = threadIdx.x, stride = blockDim.x;
+  if (BLOCKED) {
+    begin = nv * blockIdx.x / gridDim.x, end = nv * (blockIdx.x + 1) / gridDim.x;
+  } else {
+    first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  }
+  const V* q = reinterpret_cast<const V*>(p);
+  uint32_t a = 0;
+  for (int64_t i = begin + first; i < end; i += LOADS * stride) {
+    V v[LOADS];
+#pragma unroll
+    for (int j = 0; j < LOADS; ++j) {
+      if (i + j * stride < end) v[j] = __ldcs(q + i + j * stride);
+      else std::memset(&v[j], 0, sizeof(V));
+    }
+#pragma unroll
+    for (int j = 0; j < LOADS; ++j) {
+      const uint32_t* u = reinterpret_cast<const uint32_t*>(&v[j]);
+      for (int e = 0; e < VEC / 4; ++e) a ^= u[e];
+    }
+  }
+  if (a == 0x12345678u) sink[0] = a;
+}
+
 struct State {
   uint8_t* packed = nullptr;
   uint8_t* q = nullptr;       // nested: absmax codes
@@ -1548,6 +1582,467 @@ float time_us(F&& f, int iters) {
   return ms * 1e3f / iters;
 }
 
+// ---- TMA variant: bulk copies into a shared-memory ring, one producer warp, W consumer warps ------------------------------
+//
+// The packed bytes reach shared memory through cp.async.bulk (the TMA engine, 1-D copies of one row piece each), so
+// the SM's load/store path only carries the shared-memory reads of the decode. A CTA (one per SM) takes a contiguous
+// range of 16-row tiles; a tile is cut into slices of KS bytes per row (a "unit": 16 rows x KS bytes = one TMA stage).
+// Unit u of the CTA goes to consumer warp u % W, into that warp's ring slot (u / W) % SPW; full / empty mbarriers per
+// slot. A consumer computes 16 row sums of its unit (the v4 decode and MMA, its bytes read from the stage with LDS.64 at
+// a row stride of KS + 32 bytes: conflict-free), writes them to a partial buffer and counts the tile's units; the warp
+// that completes a tile adds the tile's slices in slice order (deterministic) and stores the 16 outputs.
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+__device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+  const uint32_t a = smem_u32(bar);
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(a), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+template <bool HINT>
+__device__ __forceinline__ void bulk_g2s(void* dst, const void* src, uint32_t bytes, uint64_t* bar, uint64_t policy) {
+  if constexpr (HINT) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::"r"(smem_u32(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_u32(bar)), "l"(policy)
+                 : "memory");
+  } else {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_u32(dst)), "l"(src),
+                 "r"(bytes), "r"(smem_u32(bar))
+                 : "memory");
+  }
+}
+
+// One box of a 3-D tensor map (bytes: 128-byte segment, segment, row) into shared memory (128-byte swizzle).
+__device__ __forceinline__ void tensor_g2s(void* dst, const CUtensorMap* map, int seg, int row, uint64_t* bar) {
+  asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];" ::"r"(smem_u32(dst)),
+               "l"(reinterpret_cast<uint64_t>(map)), "r"(0), "r"(seg), "r"(row), "r"(smem_u32(bar))
+               : "memory");
+}
+
+struct TmaCfg {
+  int KS;   // bytes per row of a unit (multiple of 128, divides K / 2)
+  int SPW;  // ring slots per consumer warp
+};
+
+template <int W>
+inline size_t tma_smem_bytes(int64_t K, int es, TmaCfg c, int mode) {
+  const int slices = static_cast<int>(K / 2 / c.KS), S = W * c.SPW, PS = S + W + slices, TC = S + W + 2;
+  return static_cast<size_t>(kLutBytes) + static_cast<size_t>(K) * es + 256 * 4 + static_cast<size_t>(PS) * 16 * 4 + static_cast<size_t>(TC) * 4 +
+         static_cast<size_t>(2 * S) * 8 + static_cast<size_t>(S) * 16 * (c.KS + (mode == 0 ? 32 : 0)) + 1024;
+}
+
+// NCH = chunks (64 elements = 32 bytes per row) per unit = KS / 32.
+// MODE 0: one 1-D bulk copy per row piece, row stride KS + 32; 1: one 3-D tensor-map box (16 rows x KS bytes, 128-byte
+// swizzle) per unit, row stride KS; 2: one 1-D copy of the whole 16-row tile (KS = K / 2, read-only lab ceiling).
+template <typename T, bool NESTED, int W, int NCH, bool RO, bool HINT, int MODE>
+__global__ void __launch_bounds__((W + 1) * 32, 1)
+    gemv4_tma_kernel(T* __restrict__ out, const T* __restrict__ x, WeightArgs w, int N, int K, int SPW, Lut16 lut,
+                     const __grid_constant__ CUtensorMap tmap) {
+  constexpr int KS = NCH * 32, RS = MODE == 0 ? KS + 32 : KS, SPL = NCH / 4 > 0 ? NCH / 4 : 1;
+  static_assert(MODE != 1 || KS == 256, "the swizzled read is conflict-free for 2 segments per row");
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int rowbytes = K >> 1, slices = rowbytes / KS, C = K >> 6;
+  const int S = W * SPW, PS = S + W + slices, TC = S + W + 2;
+  unsigned char* s_lut = smem;
+  T* s_x = reinterpret_cast<T*>(smem + kLutBytes);
+  float* s_code = reinterpret_cast<float*>(smem + kLutBytes + static_cast<size_t>(K) * sizeof(T));
+  float* s_part = s_code + 256;                                 // [PS][16]
+  int* s_cnt = reinterpret_cast<int*>(s_part + PS * 16);        // [TC]
+  uint64_t* s_bar = reinterpret_cast<uint64_t*>((reinterpret_cast<uintptr_t>(s_cnt + TC) + 7) & ~uintptr_t{7});  // full[S], empty[S]
+  unsigned char* ring = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(s_bar + 2 * S) + 1023) & ~uintptr_t{1023});
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int ntiles = (N + 15) >> 4;
+  const int tb = static_cast<int>(static_cast<int64_t>(blockIdx.x) * ntiles / gridDim.x);
+  const int te = static_cast<int>(static_cast<int64_t>(blockIdx.x + 1) * ntiles / gridDim.x);
+  const int nu = (te - tb) * slices;
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < S; ++i) mbar_init(s_bar + i, 1), mbar_init(s_bar + S + i, 1);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  for (int i = threadIdx.x; i < TC; i += blockDim.x) s_cnt[i] = 0;
+  __syncthreads();
+
+  if (warp == W) {  // producer
+    uint64_t policy = 0;
+    if constexpr (HINT) asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+    for (int u = 0; u < nu; ++u) {
+      const int r = u / W, slot = (u % W) * SPW + r % SPW;
+      mbar_wait(s_bar + S + slot, ((r / SPW) & 1) ^ 1);
+      if (lane == 0) mbar_expect_tx(s_bar + slot, 16 * KS);
+      __syncwarp();
+      if (MODE == 1 && lane == 0) {
+        const int it = u / slices, s = u - it * slices;
+        tensor_g2s(ring + static_cast<size_t>(slot) * 16 * RS, &tmap, s * (KS / 128), (tb + it) * 16, s_bar + slot);
+      } else if (MODE == 2 && lane == 0) {
+        bulk_g2s<HINT>(ring + static_cast<size_t>(slot) * 16 * RS, w.packed + static_cast<int64_t>(tb + u) * 16 * rowbytes, 16 * KS, s_bar + slot, policy);
+      } else if (MODE == 0 && lane < 16) {
+        const int it = u / slices, s = u - it * slices;
+        int row = (tb + it) * 16 + lane;
+        row = row < N ? row : N - 1;
+        bulk_g2s<HINT>(ring + static_cast<size_t>(slot) * 16 * RS + lane * RS, w.packed + static_cast<int64_t>(row) * rowbytes + s * KS, KS,
+                       s_bar + slot, policy);
+      }
+    }
+    return;
+  }
+
+  // consumers: tables, x, then their units
+  {
+    uint32_t* tw = reinterpret_cast<uint32_t*>(s_lut);
+    for (int b = warp; b < 16; b += W)
+#pragma unroll
+      for (int i = 0; i < 16; ++i) tw[(b + 16 * i) * 64 + lane] = (pack_pair<T>(0.0f, lut.v[b]) & 0xffff0000u) | (pack_pair<T>(lut.v[i], 0.0f) & 0xffffu);
+  }
+  if (NESTED)
+    for (int i = threadIdx.x; i < 256; i += W * 32) s_code[i] = w.nested_code[i];
+  {
+    const uint4* xs = reinterpret_cast<const uint4*>(x);
+    uint4* xd = reinterpret_cast<uint4*>(s_x);
+    const int nx = K * static_cast<int>(sizeof(T)) / 16;
+    for (int i = threadIdx.x; i < nx; i += W * 32) xd[i] = __ldg(xs + i);
+  }
+  asm volatile("bar.sync 1, %0;" ::"r"(W * 32) : "memory");
+
+  const uint32_t lane4 = static_cast<uint32_t>(lane) * 4;
+  const int lg_cpb = w.lg_bs - 6;
+  // scale inputs of unit u for this lane: chunks t + 4 v of rows g and g + 8
+  uint32_t qg[SPL], qh[SPL], nqg[SPL], nqh[SPL];
+  float ag[SPL], ah[SPL], nag[SPL], nah[SPL];
+  auto load_scales = [&](int u, uint32_t(&q0)[SPL], uint32_t(&q1)[SPL], float(&a0)[SPL], float(&a1)[SPL]) {
+    const int it = u / slices, s = u - it * slices;
+    const int r0 = (tb + it) * 16 + g, rg = r0 < N ? r0 : N - 1, rh = r0 + 8 < N ? r0 + 8 : N - 1;
+#pragma unroll
+    for (int v = 0; v < SPL; ++v) {
+      const int c = s * NCH + t + 4 * v;
+      const int64_t bg = (static_cast<int64_t>(rg) * C + c) >> lg_cpb, bh = (static_cast<int64_t>(rh) * C + c) >> lg_cpb;
+      if (NESTED) {
+        q0[v] = w.qabsmax[bg];
+        q1[v] = w.qabsmax[bh];
+        a0[v] = __ldg(w.nested_absmax + (bg >> 8));
+        a1[v] = __ldg(w.nested_absmax + (bh >> 8));
+      } else {
+        q0[v] = q1[v] = 0u;
+        a0[v] = __ldg(w.absmax + bg);
+        a1[v] = __ldg(w.absmax + bh);
+      }
+    }
+  };
+  if (warp < nu) load_scales(warp, qg, qh, ag, ah);
+  for (int u = warp; u < nu; u += W) {
+    const int r = u / W, slot = warp * SPW + r % SPW;
+    const int it = u / slices, s = u - it * slices;
+    if (u + W < nu) load_scales(u + W, nqg, nqh, nag, nah);
+    float sg[SPL], sh[SPL];
+#pragma unroll
+    for (int v = 0; v < SPL; ++v) {
+      sg[v] = NESTED ? __fmaf_rn(s_code[qg[v]], ag[v], w.offset) : ag[v];
+      sh[v] = NESTED ? __fmaf_rn(s_code[qh[v]], ah[v], w.offset) : ah[v];
+    }
+    mbar_wait(s_bar + slot, (r / SPW) & 1);
+    const unsigned char* st = ring + static_cast<size_t>(slot) * 16 * RS + (MODE == 1 ? 0 : g * RS + t * 8);
+    float a0 = 0.0f, a2 = 0.0f;
+    if constexpr (!RO) {
+#pragma unroll 1
+      for (int c4 = 0; c4 < NCH; c4 += 4) {  // groups of 4 chunks; the group's scales sit in sg[0] / sh[0]
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int c = c4 + j;
+          uint2 wg, wh;
+          if constexpr (MODE == 1) {  // line L = row * 2 + segment; 16-byte unit u of the line sits at u ^ (L % 8)
+            const int L = g * 2 + (c >> 2), u = ((c & 3) << 1) | (t >> 1);
+            const int off = L * 128 + ((u ^ (L & 7)) << 4) + ((t & 1) << 3);
+            wg = *reinterpret_cast<const uint2*>(st + off);
+            wh = *reinterpret_cast<const uint2*>(st + off + 16 * 128);
+          } else {
+            wg = *reinterpret_cast<const uint2*>(st + c * 32);
+            wh = *reinterpret_cast<const uint2*>(st + 8 * RS + c * 32);
+          }
+          uint32_t pg[8], ph[8];
+          decode8(s_lut, lane4, wg, pg);
+          decode8(s_lut, lane4, wh, ph);
+          const uint4* xp = reinterpret_cast<const uint4*>(s_x + (s * NCH + c) * 64 + t * 16);
+          const uint4 xa = xp[0], xb = xp[1];
+          float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+          mma16816<T>(d, pg[0], ph[0], pg[1], ph[1], xa.x, xa.y);
+          mma16816<T>(d, pg[2], ph[2], pg[3], ph[3], xa.z, xa.w);
+          mma16816<T>(d, pg[4], ph[4], pg[5], ph[5], xb.x, xb.y);
+          mma16816<T>(d, pg[6], ph[6], pg[7], ph[7], xb.z, xb.w);
+          const int src = (lane & ~3) | j;
+          a0 = fmaf(d[0], __shfl_sync(kFull, sg[0], src), a0);
+          a2 = fmaf(d[2], __shfl_sync(kFull, sh[0], src), a2);
+        }
+#pragma unroll
+        for (int v = 0; v + 1 < SPL; ++v) sg[v] = sg[v + 1], sh[v] = sh[v + 1];
+      }
+    } else {
+      a0 = to_f(*reinterpret_cast<const T*>(st)) * sg[0];
+      a2 = sh[0];
+    }
+    __syncwarp();
+    if (lane == 0) mbar_arrive(s_bar + S + slot);  // the stage's bytes are in registers: the slot may refill
+    // partial sums of this unit, then count the tile's units; the last one adds them in slice order
+    float* pp = s_part + (u % PS) * 16;
+    if (t == 0) pp[g] = a0, pp[g + 8] = a2;
+    __syncwarp();
+    int done = 0;
+    if (lane == 0) {
+      __threadfence_block();
+      done = atomicAdd(s_cnt + (tb + it) % TC, 1) == slices - 1;
+    }
+    done = __shfl_sync(kFull, done, 0);
+    if (done) {
+      __threadfence_block();
+      const int row = (tb + it) * 16 + (lane & 15);
+      const int u0 = it * slices;
+      if (lane < 16) {
+        float sum = 0.0f;
+        for (int q = 0; q < slices; ++q) sum += reinterpret_cast<volatile float*>(s_part)[((u0 + q) % PS) * 16 + lane];
+        if (row < N) out[row] = from_f<T>(sum);
+      }
+      if (lane == 0) s_cnt[(tb + it) % TC] = 0;
+    }
+#pragma unroll
+    for (int v = 0; v < SPL; ++v) qg[v] = nqg[v], qh[v] = nqh[v], ag[v] = nag[v], ah[v] = nah[v];
+  }
+}
+
+PFN_cuTensorMapEncodeTiled_v12000 g_encode = nullptr;
+
+template <typename T, bool NESTED, int W, int NCH, bool RO = false, bool HINT = false, int MODE = 0>
+bool launch_tma(cudaStream_t st, T* out, const T* x, const WeightArgs& w, int64_t N, int64_t K, const Lut16& lut, int SPW) {
+  const TmaCfg c{NCH * 32, SPW};
+  if ((K / 2) % c.KS != 0 || (MODE == 2 && c.KS != K / 2)) return false;
+  const size_t smem = tma_smem_bytes<W>(K, sizeof(T), c, MODE);
+  if (smem > 227 * 1024) return false;
+  static bool attr = false;
+  if (!attr) {
+    CK(cudaFuncSetAttribute(gemv4_tma_kernel<T, NESTED, W, NCH, RO, HINT, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024));
+    attr = true;
+  }
+  CUtensorMap map{};
+  if (MODE == 1) {
+    if (g_encode == nullptr) {
+      cudaDriverEntryPointQueryResult q;
+      CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", reinterpret_cast<void**>(&g_encode), 12000, cudaEnableDefault, &q));
+    }
+    const cuuint64_t dims[3] = {128, static_cast<cuuint64_t>(K / 256), static_cast<cuuint64_t>(N)};
+    const cuuint64_t strides[2] = {128, static_cast<cuuint64_t>(K / 2)};
+    const cuuint32_t box[3] = {128, static_cast<cuuint32_t>(c.KS / 128), 16}, es[3] = {1, 1, 1};
+    const CUresult r = g_encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, const_cast<uint8_t*>(w.packed), dims, strides, box, es,
+                                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) {
+      std::fprintf(stderr, "cuTensorMapEncodeTiled: %d\n", static_cast<int>(r));
+      std::exit(1);
+    }
+  }
+  const int64_t tiles = (N + 15) / 16;
+  const int64_t gx = tiles < g_sms ? tiles : g_sms;
+  gemv4_tma_kernel<T, NESTED, W, NCH, RO, HINT, MODE><<<static_cast<unsigned>(gx), (W + 1) * 32, smem, st>>>(
+      out, x, w, static_cast<int>(N), static_cast<int>(K), SPW, lut, map);
+  return true;
+}
+
+// ---- diagonal variant (M = 1): each load instruction reads 256 contiguous bytes of one row ------------------------------
+//
+// The MMA's 8 B columns carry 8 different x chunks: A rows g / g + 8 are rows r0 / r1 (a pair of weight rows) at chunk
+// c0 + g, B column g is x at chunk c0 + g, so D[g][g] = r0 . x over chunk c0 + g and D[g + 8][g] the same for r1 (the
+// other 112 products are not used). Lane (g, t) reads bytes 8 t .. 8 t + 7 of chunk c0 + g of both rows: one LDG.64 of
+// the warp covers 8 consecutive chunks = 256 contiguous bytes of a row (the walk of a plain streaming read), and
+// the diagonal lanes (t = g / 2) scale their two sums by their own chunk's scales (no shuffles). A warp walks one row
+// pair over half of K in groups of U chunk-groups (8 chunks each); 16 warps = 8 pairs x 2 halves cover a 16-row tile.
+// x: swizzled in shared memory (chunk c's 16-byte unit u at u ^ (c & 7): the 8 chunks of a load are conflict-free), or
+// in registers when a warp's half of K is one group (XREG, K <= 4096).
+constexpr int kDW = 16;
+
+template <typename T, bool NESTED, bool XREG, bool RO, int U>
+__global__ void __launch_bounds__(kDW * 32, 1)
+    gemv4_diag_kernel(T* __restrict__ out, const T* __restrict__ x, WeightArgs w, int N, int K, Lut16 lut) {
+  constexpr int D = 8;  // tiles buffered between barriers
+  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* s_lut = smem;
+  uint4* s_x = reinterpret_cast<uint4*>(smem + kLutBytes);
+  float* s_code = reinterpret_cast<float*>(smem + kLutBytes + static_cast<size_t>(K) * 2);
+  float* s_part = s_code + 256;  // [2][D][2 halves][16 rows]
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int p = warp & 7, h = warp >> 3;
+  const int C = K >> 6, NG = (C + 7) >> 3, G2 = (NG + 1) >> 1;
+  const int cg0 = h * G2, cg1 = (cg0 + G2 < NG ? cg0 + G2 : NG), nh = cg1 - cg0;  // this warp's chunk-groups
+  const int ntiles = (N + 15) >> 4, g0 = blockIdx.x;
+  if (g0 >= ntiles) return;
+  const int mine = (ntiles - g0 + static_cast<int>(gridDim.x) - 1) / static_cast<int>(gridDim.x);
+  const int G = (nh + U - 1) / U, total = mine * G;
+  const int64_t rowbytes = K >> 1;
+  const int lg_cpb = w.lg_bs - 6;
+  const bool diag = t == (g >> 1);
+
+  struct Grp {
+    uint2 wa[U], wb[U];
+    uint32_t qa[U], qb[U];
+    float aa[U], ab[U];
+  };
+  auto group_start = [&](int q) {
+    const int cs = cg0 + q * U;
+    return cs + U <= cg1 ? cs : (cg1 - U > cg0 ? cg1 - U : cg0);
+  };
+  int lrow = 0;  // row r0 of the tile being loaded
+  auto set_item = [&](int i) { lrow = (g0 + i * static_cast<int>(gridDim.x)) * 16 + 2 * p; };
+  auto load = [&](Grp& b, int q) {
+    const int cl = group_start(q);
+    const int ra = lrow < N ? lrow : N - 1, rb = lrow + 1 < N ? lrow + 1 : N - 1;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      int c = (cl + u) * 8 + g;
+      c = c < C ? c : C - 1;
+      b.wa[u] = ld_w8(w.packed + ra * rowbytes + c * 32 + t * 8);
+      b.wb[u] = ld_w8(w.packed + rb * rowbytes + c * 32 + t * 8);
+      const int64_t ba = (static_cast<int64_t>(ra) * C + c) >> lg_cpb, bb = (static_cast<int64_t>(rb) * C + c) >> lg_cpb;
+      if (NESTED) {
+        b.qa[u] = w.qabsmax[ba];
+        b.qb[u] = w.qabsmax[bb];
+        b.aa[u] = __ldg(w.nested_absmax + (ba >> 8));
+        b.ab[u] = __ldg(w.nested_absmax + (bb >> 8));
+      } else {
+        b.qa[u] = b.qb[u] = 0u;
+        b.aa[u] = __ldg(w.absmax + ba);
+        b.ab[u] = __ldg(w.absmax + bb);
+      }
+    }
+  };
+
+  Grp cur, nxt;
+  int li = 0, lq = 0;
+  set_item(0);
+  load(cur, 0);
+  if (++lq == G) lq = 0, ++li, set_item(li);
+
+  {
+    uint32_t* tw = reinterpret_cast<uint32_t*>(s_lut);
+    const uint32_t hi = pack_pair<T>(0.0f, lut.v[warp & 15]) & 0xffff0000u;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) tw[((warp & 15) + 16 * i) * 64 + lane] = hi | (pack_pair<T>(lut.v[i], 0.0f) & 0xffffu);
+  }
+  if (NESTED)
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) s_code[i] = w.nested_code[i];
+  {
+    const uint4* xs = reinterpret_cast<const uint4*>(x);
+    const int nx = K / 8;  // 16-byte units (8 per chunk)
+    for (int i = threadIdx.x; i < nx; i += blockDim.x) {
+      const int c = i >> 3, u = i & 7;
+      s_x[c * 8 + (u ^ (c & 7))] = __ldg(xs + i);
+    }
+  }
+  __syncthreads();
+
+  const uint32_t lane4 = static_cast<uint32_t>(lane) * 4;
+  auto xfrag = [&](int cg, uint32_t(&xw)[8]) {
+    int c = cg * 8 + g;
+    c = c < C ? c : C - 1;
+    const uint4 xa = s_x[c * 8 + ((2 * t) ^ (c & 7))], xb = s_x[c * 8 + ((2 * t + 1) ^ (c & 7))];
+    xw[0] = xa.x, xw[1] = xa.y, xw[2] = xa.z, xw[3] = xa.w, xw[4] = xb.x, xw[5] = xb.y, xw[6] = xb.z, xw[7] = xb.w;
+  };
+  uint32_t xr[XREG ? U : 1][8];
+  if constexpr (XREG) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) xfrag(group_start(0) + u, xr[u]);
+  }
+  float acc0 = 0.0f, acc1 = 0.0f;
+  int ci = 0, cq = 0;
+  for (int s = 0; s < total; ++s) {
+    const bool more = s + 1 < total;
+    if (more) {
+      load(nxt, lq);
+      if (++lq == G) lq = 0, ++li, set_item(li);
+    }
+    const int cl = group_start(cq);
+    const int lo = cg0 + cq * U - cl, hi = cg1 - cl;  // unit u counts iff lo <= u < hi
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (u < lo || u >= hi) continue;  // warp-uniform
+      const int c = (cl + u) * 8 + g;
+      if constexpr (RO) {
+        if (diag && c < C) acc0 += __uint_as_float((cur.wa[u].x ^ cur.wb[u].y) & 0x3f8fffffu) * __fmaf_rn(s_code[cur.qa[u]], cur.aa[u], w.offset);
+        continue;
+      }
+      uint32_t pa[8], pb[8];
+      decode8(s_lut, lane4, cur.wa[u], pa);
+      decode8(s_lut, lane4, cur.wb[u], pb);
+      uint32_t xw[8];
+      if constexpr (XREG) {
+#pragma unroll
+        for (int q = 0; q < 8; ++q) xw[q] = xr[u][q];
+      } else {
+        xfrag(cl + u, xw);
+      }
+      float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+      for (int q = 0; q < 4; ++q) mma16816<T>(d, pa[2 * q], pb[2 * q], pa[2 * q + 1], pb[2 * q + 1], xw[2 * q], xw[2 * q + 1]);
+      if (diag && c < C) {
+        const float sa = NESTED ? __fmaf_rn(s_code[cur.qa[u]], cur.aa[u], w.offset) : cur.aa[u];
+        const float sb = NESTED ? __fmaf_rn(s_code[cur.qb[u]], cur.ab[u], w.offset) : cur.ab[u];
+        acc0 = fmaf((g & 1) ? d[1] : d[0], sa, acc0);
+        acc1 = fmaf((g & 1) ? d[3] : d[2], sb, acc1);
+      }
+    }
+    if (cq == G - 1) {  // tile ci done for this warp: its two row sums (over the 8 diagonal lanes) to the buffer
+      float v0 = acc0, v1 = acc1;
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) v0 += __shfl_xor_sync(kFull, v0, o), v1 += __shfl_xor_sync(kFull, v1, o);
+      const int slot = ci % D, bsel = (ci / D) & 1;
+      float* sb = s_part + ((bsel * D + slot) * 2 + h) * 16;
+      if (lane == 0) sb[2 * p] = v0, sb[2 * p + 1] = v1;
+      acc0 = acc1 = 0.0f;
+      if (slot == D - 1 || ci == mine - 1) {  // block-uniform
+        __syncthreads();
+        const int first = ci - slot;
+        for (int e = threadIdx.x; e < (slot + 1) * 16; e += blockDim.x) {
+          const int dd = e >> 4, r = e & 15;
+          const int n = (g0 + (first + dd) * static_cast<int>(gridDim.x)) * 16 + r;
+          const float* pp = s_part + ((bsel * D + dd) * 2) * 16 + r;
+          if (n < N) out[n] = from_f<T>(pp[0] + pp[16]);
+        }
+      }
+      ++ci;
+      cq = 0;
+    } else {
+      ++cq;
+    }
+    if (!more) break;
+    cur = nxt;
+  }
+}
+
+template <typename T, bool NESTED, bool XREG = false, bool RO = false, int U = 4>
+bool launch_diag(cudaStream_t st, T* out, const T* x, const WeightArgs& w, int64_t N, int64_t K, const Lut16& lut) {
+  const int64_t C = K / 64, NG = (C + 7) / 8, G2 = (NG + 1) / 2;
+  if (K % 64 != 0 || NG < 2 || (XREG && G2 > U)) return false;
+  const size_t smem = kLutBytes + K * 2 + 256 * 4 + 2 * 8 * 2 * 16 * 4;
+  static bool attr = false;
+  if (!attr) {
+    CK(cudaFuncSetAttribute(gemv4_diag_kernel<T, NESTED, XREG, RO, U>, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024));
+    attr = true;
+  }
+  const int64_t tiles = (N + 15) / 16;
+  const int64_t gx = tiles < g_sms ? tiles : g_sms;
+  gemv4_diag_kernel<T, NESTED, XREG, RO, U><<<static_cast<unsigned>(gx), kDW * 32, smem, st>>>(out, x, w, static_cast<int>(N),
+                                                                                             static_cast<int>(K), lut);
+  return true;
+}
+
 constexpr int kCopies = 4;
 
 // One benchmark shape: 4 weight copies, the reference on copy 0, then every candidate (error + time).
@@ -1591,7 +2086,28 @@ void bench_shape(int64_t M, int64_t N, int64_t K, bool timing, bool old_too) {
     const double gbs = n16 * 16 / (us * 1e-6) / 1e9;
     std::printf("  %-4s M %2lld N %5lld K %5lld %-34s                %7.2f us  %6.0f GB/s  %3.0f%% of copy\n", tname<T>(), (long long)M,
                 (long long)N, (long long)K, "stream read of packed (ceiling)", us, gbs, 100.0 * gbs / g_copy_bw);
+    auto probe = [&](const char* name, auto kern, int ctas_per_sm) {
+      const float t = time_us([&](int i) { kern<<<g_sms * ctas_per_sm, 512>>>(st[i % kCopies].packed, N * K / 2, sink); }, iters);
+      const double g = N * K / 2 / (t * 1e-6) / 1e9;
+      std::printf("  %-4s M %2lld N %5lld K %5lld %-34s                %7.2f us  %6.0f GB/s  %3.0f%% of copy\n", tname<T>(), (long long)M,
+                  (long long)N, (long long)K, name, t, g, 100.0 * g / g_copy_bw);
+    };
+    probe("probe 1 CTA/SM L4 V16 stride", stream_probe_kernel<4, 16, false>, 1);
+    probe("probe 1 CTA/SM L16 V16 stride", stream_probe_kernel<16, 16, false>, 1);
+    probe("probe 1 CTA/SM L8 V8 stride", stream_probe_kernel<8, 8, false>, 1);
+    probe("probe 4 CTA/SM L4 V16 blocked", stream_probe_kernel<4, 16, true>, 4);
+    probe("probe 1 CTA/SM L4 V16 blocked", stream_probe_kernel<4, 16, true>, 1);
+    probe("probe 1 CTA/SM L16 V16 blocked", stream_probe_kernel<16, 16, true>, 1);
+    probe("probe 2 CTA/SM L4 V8 stride", stream_probe_kernel<4, 8, false>, 2);
+    probe("probe 4 CTA/SM L1 V16 stride", stream_probe_kernel<1, 16, false>, 4);
+    probe("probe 4 CTA/SM L2 V8 stride", stream_probe_kernel<2, 8, false>, 4);
     cudaFree(sink);
+    report("diag U4 read-only", [&](int c) { launch_diag<T, true, false, true>(s0, out, x, args_of(st[c], bs), N, K, lut); });
+    report("diag U4", [&](int c) { launch_diag<T, true>(s0, out, x, args_of(st[c], bs), N, K, lut); });
+    report("diag U2", [&](int c) { launch_diag<T, true, false, false, 2>(s0, out, x, args_of(st[c], bs), N, K, lut); });
+    if (K <= 4096) report("diag U4 x in registers", [&](int c) { launch_diag<T, true, true>(s0, out, x, args_of(st[c], bs), N, K, lut); });
+    report("mma read-only, no prologue", [&](int c) { launch_mma<T, 1, true, 4, kLabBare>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+    report("mma read-only, no prologue/scales", [&](int c) { launch_mma<T, 1, true, 4, kLabNoScale>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
     report("mma read-only (no decode/MMA)", [&](int c) { launch_mma<T, 1, true, 4, kLabReadOnly>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
   }
   if (M == 1 && old_too) report("old m1 (shfl LUT, fp32 FMA)", [&](int c) { launch_old<T, true>(s0, out, x, args_of(st[c], bs), N, K, lut); });
@@ -1601,6 +2117,21 @@ void bench_shape(int64_t M, int64_t N, int64_t K, bool timing, bool old_too) {
       report("mma U4 split partial groups", [&](int c) { launch_mma<T, 1, true, 4, kLabSplit>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
     if (K / 64 == 16 * 4)
       report("mma U4 x in registers", [&](int c) { launch_mma<T, 1, true, 4, kLabXRegs>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+    for (const int spw : {1, 2, 4}) {
+      char name[64];
+      std::snprintf(name, sizeof name, "tma map W8 KS256 SPW%d read-only", spw);
+      report(name, [&](int c) { launch_tma<T, true, 8, 8, true, false, 1>(s0, out, x, args_of(st[c], bs), N, K, lut, spw); });
+      std::snprintf(name, sizeof name, "tma map W8 KS256 SPW%d", spw);
+      report(name, [&](int c) { launch_tma<T, true, 8, 8, false, false, 1>(s0, out, x, args_of(st[c], bs), N, K, lut, spw); });
+    }
+    report("tma map W12 KS256 SPW2", [&](int c) { launch_tma<T, true, 12, 8, false, false, 1>(s0, out, x, args_of(st[c], bs), N, K, lut, 2); });
+    report("tma map W16 KS256 SPW1", [&](int c) { launch_tma<T, true, 16, 8, false, false, 1>(s0, out, x, args_of(st[c], bs), N, K, lut, 1); });
+    report("tma map W4 KS256 SPW4", [&](int c) { launch_tma<T, true, 4, 8, false, false, 1>(s0, out, x, args_of(st[c], bs), N, K, lut, 4); });
+    report("tma row W8 KS512 SPW1", [&](int c) { launch_tma<T, true, 8, 16>(s0, out, x, args_of(st[c], bs), N, K, lut, 1); });
+    if (K == 4096) {
+      report("tma tile W4 SPW1 read-only", [&](int c) { launch_tma<T, true, 4, 64, true, false, 2>(s0, out, x, args_of(st[c], bs), N, K, lut, 1); });
+      report("tma tile W2 SPW2 read-only", [&](int c) { launch_tma<T, true, 2, 64, true, false, 2>(s0, out, x, args_of(st[c], bs), N, K, lut, 2); });
+    }
     report("mma interleaved chunks (+xregs)", [&](int c) { launch_il<T, 1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
     if (old_too) {
       report("v16 U2 read-only", [&](int c) { launch_v16<T, true, 2, 0, false, true>(s0, out, x, args_of(st[c], bs), N, K, lut); });
