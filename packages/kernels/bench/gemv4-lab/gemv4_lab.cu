@@ -1383,6 +1383,14 @@ __global__ void __launch_bounds__(512) stream_probe_kernel(const uint8_t* __rest
   if (a == 0x12345678u) sink[0] = a;
 }
 
+// `narrowq` mode: absmax codes in 200..203, as in real double-quantized weights (blocks of one tensor have similar
+// absmax, so their 8-bit codes cluster), instead of uniform random bytes.
+bool g_narrow_codes = false;
+__global__ void narrow_codes(uint8_t* q, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    q[i] = static_cast<uint8_t>(200 + (q[i] & 3));
+}
+
 struct State {
   uint8_t* packed = nullptr;
   uint8_t* q = nullptr;       // nested: absmax codes
@@ -1400,6 +1408,7 @@ State make_state(int64_t N, int64_t K, int bs, bool nested, uint32_t seed) {
   if (nested) {
     CK(cudaMalloc(&s.q, nb));
     fill_bytes<<<1024, 256>>>(s.q, nb, seed + 1);
+    if (g_narrow_codes) narrow_codes<<<1024, 256>>>(s.q, nb);
     const int64_t n2 = (nb + 255) / 256;
     CK(cudaMalloc(&s.nested, n2 * 4));
     fill_uniform<<<64, 256>>>(s.nested, n2, seed + 2, 0.005f, 0.03f);
@@ -2290,6 +2299,7 @@ __global__ void empty_kernel() {}
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "quick") == 0;
   const bool prof = argc > 1 && std::strcmp(argv[1], "prof") == 0;  // for ncu: one shape, few launches, no copy
+  g_narrow_codes = argc > 2 && std::strcmp(argv[2], "narrowq") == 0;  // e.g. `quick narrowq`
 
   cudaDeviceProp p;
   CK(cudaGetDeviceProperties(&p, 0));
