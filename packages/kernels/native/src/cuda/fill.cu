@@ -1,5 +1,6 @@
-// CUDA fill kernel: `count` copies of a 1/2/4/8-byte pattern (and the stream-holding spin kernel of cuda::sleep). Aligned destinations store whole elements;
-// a destination not aligned to the element size (byte offsets are arbitrary) is written byte by byte.
+// CUDA fill kernel: `count` copies of a 1/2/4/8-byte pattern. Aligned destinations store whole elements; a destination
+// not aligned to the element size (byte offsets are arbitrary) is written byte by byte. Also the stream-holding spin
+// kernel of cuda::sleep.
 #include <cuda_runtime.h>
 
 #include <cstdint>
