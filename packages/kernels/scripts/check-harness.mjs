@@ -50,3 +50,26 @@ export function throwsClass(fn, cls, pattern) {
   }
   throw new Error(`expected ${cls.name} but nothing was thrown`);
 }
+
+/** Seconds per call of fn by the host clock: calls queued back to back, `device` synchronized before and after. */
+export function hostTimeIt(b, device, fn, iters) {
+  fn();
+  b.synchronize(device);
+  const t0 = performance.now();
+  for (let i = 0; i < iters; i++) fn();
+  b.synchronize(device);
+  return (performance.now() - t0) / 1e3 / iters;
+}
+
+/**
+ * Seconds of device time per call of fn on a CUDA device: the calls are queued behind a deviceSleep long enough for
+ * the host to queue all of them and timed with events (deviceElapsed), so the host's per-call cost does not count.
+ */
+export function deviceTimeIt(b, device, fn, iters) {
+  const wall = hostTimeIt(b, device, fn, Math.min(iters, 50));
+  b.deviceSleep(device, Math.min(10_000_000, Math.ceil(wall * 1e6 * iters * 1.5) + 2000));
+  const ms = b.deviceElapsed(device, () => {
+    for (let i = 0; i < iters; i++) fn();
+  });
+  return ms / 1e3 / iters;
+}

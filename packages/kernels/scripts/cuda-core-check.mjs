@@ -26,7 +26,7 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 
-import { addonPathFrom, loadAddon, ArgumentError, DTypeError, ShapeError, DeviceError, OutOfMemoryError, assert, throwsClass } from "./check-harness.mjs";
+import { addonPathFrom, loadAddon, ArgumentError, DTypeError, ShapeError, DeviceError, OutOfMemoryError, assert, throwsClass, hostTimeIt } from "./check-harness.mjs";
 
 const scriptPath = fileURLToPath(import.meta.url);
 const flags = new Set(process.argv.slice(2).filter((a) => a.startsWith("--")));
@@ -622,14 +622,7 @@ if (!small) {
   });
 
   // ---- benchmarks --------------------------------------------------------------------------------------------
-  const time = (iters, fn) => {
-    fn();
-    b.synchronize(DEV);
-    const t0 = performance.now();
-    for (let i = 0; i < iters; i++) fn();
-    b.synchronize(DEV);
-    return (performance.now() - t0) / 1000 / iters;
-  };
+  const time = (iters, fn) => hostTimeIt(b, DEV, fn, iters);
 
   await check("bench: device-to-device copy, 1 GiB", () => {
     const n = 1 << 30;

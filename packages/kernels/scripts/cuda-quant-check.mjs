@@ -15,7 +15,18 @@
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 
-import { addonPathFrom, loadAddon, ArgumentError, DTypeError, ShapeError, DeviceError, assert, throwsClass } from "./check-harness.mjs";
+import {
+  addonPathFrom,
+  loadAddon,
+  ArgumentError,
+  DTypeError,
+  ShapeError,
+  DeviceError,
+  assert,
+  throwsClass,
+  hostTimeIt,
+  deviceTimeIt as deviceTimeItOn,
+} from "./check-harness.mjs";
 
 const addonPath = addonPathFrom(process.argv[2]);
 const b = loadAddon(addonPath);
@@ -592,25 +603,9 @@ if (GPU !== "cpu") await check("bad arguments on cuda throw typed errors and the
 
 // ---- benchmarks --------------------------------------------------------------------------------------------------------
 
-// Seconds per call of fn (queued back to back, the device synchronized at the end).
-function timeIt(fn, iters) {
-  fn();
-  b.synchronize(GPU);
-  const t0 = performance.now();
-  for (let i = 0; i < iters; i++) fn();
-  b.synchronize(GPU);
-  return (performance.now() - t0) / 1e3 / iters;
-}
-// Seconds of device time per call of fn: the calls are queued behind a deviceSleep long enough for the host to queue
-// all of them, and timed with events (deviceElapsed), so the host's per-call cost does not count (it is in timeIt).
-function deviceTimeIt(fn, iters) {
-  const wall = timeIt(fn, Math.min(iters, 50));
-  b.deviceSleep(GPU, Math.min(10_000_000, Math.ceil(wall * 1e6 * iters * 1.5) + 2000));
-  const ms = b.deviceElapsed(GPU, () => {
-    for (let i = 0; i < iters; i++) fn();
-  });
-  return ms / 1e3 / iters;
-}
+// Seconds per call of fn on the GPU: by the host clock (timeIt) and on the device alone (deviceTimeIt).
+const timeIt = (fn, iters) => hostTimeIt(b, GPU, fn, iters);
+const deviceTimeIt = (fn, iters) => deviceTimeItOn(b, GPU, fn, iters);
 const gbps = (bytes, s) => (bytes / s / 1e9).toFixed(0);
 
 if (!SMALL) {
