@@ -28,6 +28,7 @@
 
 #include <array>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
@@ -438,16 +439,34 @@ __global__ void __launch_bounds__(kM1Warps * 32, 1)
 // what one does.
 // A CTA of kMmaWarps warps walks items (tpi = kMmaWarps / wpt tiles each; wpt warps split a tile's chunks in contiguous
 // runs of cpw), persistent, one per SM. A warp's run of an item is done in groups of U chunks as straight-line code (the
-// U chunks' load -> decode -> MMA chains overlap); a partial group at the end of a run decodes only the chunks that
-// count. The next group's loads (possibly of the next item) are issued before the current group is computed. The scale
-// inputs of a group are loaded once per (row, chunk), by lane t = chunk % 4, and the scales passed on with shuffles.
+// U chunks' load -> decode -> MMA chains overlap). The launch picks wpt so that every run is whole groups where that
+// costs the busiest CTA no extra tiles (mma_shape); otherwise the SPLIT variant decodes only the chunks of a partial
+// group that count. The next group's loads (possibly of the next item) are issued before the current group is computed.
+// The scale inputs of a group are loaded once per (row, chunk), by lane t = chunk % 4, and the scales passed on with
+// shuffles. XREG (MB == 1, a run of one group, e.g. K = 4096): the run's x fragments stay in registers for the kernel.
 // Per-warp sums of an item go through shared memory and are added in warp order (deterministic) every kDepth items.
-// Measured through the addon on the H100 (NF4 + double quant, bs 64, bf16, weights streamed from DRAM; copy 3000 GB/s,
-// cuda-quant-check.mjs): 4096 x 14336 18.6 us at M = 1, 22 us at M = 4, 31 us at M = 16; 14336 x 4096 17.8–18.0 / 22 /
-// 34 us (gemv4_m1_kernel: 28.1 / 25.2 us at M = 1; the float32-FMA fast kernel 80 / 77 us at M = 4, 287 / 263 us at
-// M = 16). Variants and their history, including x fragments held in registers (faster in the lab, 18.0 -> 18.9 us
-// through the addon, so not used here): bench/gemv4-lab/README.md.
+// The launch is a programmatic dependent one (see pdl_wait). Measured numbers (cuda-quant-check.mjs through the addon,
+// H100) are in docs/benchmarks.md; the variants tried and their history in bench/gemv4-lab/README.md.
 // Requires T = half / bfloat16, K % 64 == 0, K >= 64 * U, bs >= 64, x and packed 16-byte aligned.
+
+// Programmatic dependent launch (sm_90+): the kernel is launched with programmatic stream serialization and lets the
+// next launch start at once (launch_dependents), so on each SM its CTA starts as soon as the previous grid's CTA there
+// exits instead of after the whole grid and its memory flush. Before griddepcontrol.wait it only builds the decode table
+// and asks the L2 for the first lines it will read (prefetch.global.L2: a hint, and the L2 is coherent, so a line the
+// previous grid still writes is not read stale); x, the weights, the codes and out are touched only after the wait,
+// which returns once the previous grid has completed and its writes are visible. Both are no-ops below sm_90 and when
+// the launch has no programmatic dependency.
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
 constexpr int kMmaWarps = 16;                 // warps per CTA
 constexpr int kMmaUnroll = 4;                 // chunks per group (U)
@@ -516,7 +535,7 @@ struct MGroup {
   float ag[SPL], ah[SPL];
 };
 
-template <typename T, int MB, bool NESTED, int U>
+template <typename T, int MB, bool NESTED, int U, bool SPLIT, bool XREG>
 __global__ void __launch_bounds__(kMmaWarps * 32, 1)
     gemv4_mma_kernel(T* __restrict__ out, const T* __restrict__ x, WeightArgs w, const T* __restrict__ bias, int64_t M, int64_t N,
                      int64_t K, int lg_wpt, int cpw, Lut16 lut) {
@@ -593,21 +612,27 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
     }
   };
 
-  // The first group's loads go out before the tables are filled, so they are in flight meanwhile.
-  MGroup<U> cur, nxt;
-  int li = 0;
-  int lq = 0;
+  // Before the wait (see pdl_wait): the L2 is asked for the lines of this lane's first group (rows g and g + 8) and the
+  // byte -> pair table is built: thread (warp w, lane l) writes bytes b = w + 16 i, whose pairs are (LUT[i], LUT[w]).
+  pdl_launch_dependents();
   set_item(0);
-  load(cur, 0);
-  if (++lq == G) lq = 0, ++li, set_item(li);
-
-  // Byte -> pair table: thread (warp w, lane l) writes bytes b = w + 16 i, whose pairs are (LUT[i], LUT[w]).
+  prefetch_l2(lpg + group_start(0) * 32);
+  prefetch_l2(lph + group_start(0) * 32);
   {
     const uint32_t hi = pack_pair<T>(0.0f, lut.v[warp & 15]) & 0xffff0000u;
     uint32_t* tw = reinterpret_cast<uint32_t*>(s_lut);
 #pragma unroll
     for (int i = 0; i < 16; ++i) tw[((warp & 15) + 16 * i) * 64 + lane] = hi | (pack_pair<T>(lut.v[i], 0.0f) & 0xffffu);
   }
+  pdl_wait();
+
+  // The first group's loads go out before x is staged, so they are in flight meanwhile.
+  MGroup<U> cur, nxt;
+  int li = 0;
+  int lq = 0;
+  load(cur, 0);
+  if (++lq == G) lq = 0, ++li, set_item(li);
+
   if (NESTED)
     for (int i = threadIdx.x; i < 256; i += blockDim.x) s_code[i] = w.nested_code[i];
   if constexpr (MB == 1) {
@@ -631,6 +656,19 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
   __syncthreads();
 
   const uint32_t lane4 = static_cast<uint32_t>(lane) * 4;
+  // XREG (MB == 1, a warp's run is one group: G == 1): its x fragments are read from shared memory once, here, instead of
+  // two LDS.128 per chunk (every item of the CTA uses the same run of x).
+  uint32_t xr[XREG ? U : 1][8];
+  if constexpr (XREG) {
+    static_assert(MB == 1, "x in registers needs MB == 1");
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const uint4* xp = reinterpret_cast<const uint4*>(s_x + (group_start(0) + u) * 64 + t * 16);
+      const uint4 xa = xp[0], xb = xp[1];
+      xr[u][0] = xa.x, xr[u][1] = xa.y, xr[u][2] = xa.z, xr[u][3] = xa.w;
+      xr[u][4] = xb.x, xr[u][5] = xb.y, xr[u][6] = xb.z, xr[u][7] = xb.w;
+    }
+  }
   float acc[NT][4];
 #pragma unroll
   for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
@@ -664,7 +702,10 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
         uint32_t xw[8];
-        if constexpr (MB == 1) {
+        if constexpr (XREG) {
+#pragma unroll
+          for (int q = 0; q < 8; ++q) xw[q] = xr[u][q];
+        } else if constexpr (MB == 1) {
           const uint4* xp = reinterpret_cast<const uint4*>(s_x + c * 64 + t * 16);
           const uint4 xa = xp[0], xb = xp[1];
           xw[0] = xa.x, xw[1] = xa.y, xw[2] = xa.z, xw[3] = xa.w, xw[4] = xb.x, xw[5] = xb.y, xw[6] = xb.z, xw[7] = xb.w;
@@ -693,10 +734,13 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
         }
       }
     };
-    if (lo <= 0 && hi >= U) {  // warp-uniform: a full group, straight-line so the U units' chains overlap
+    if constexpr (!SPLIT) {  // straight-line, so the U units' chains overlap; a unit past the run is computed, not added
+#pragma unroll
+      for (int u = 0; u < U; ++u) unit(u, u >= lo && u < hi);
+    } else if (lo <= 0 && hi >= U) {  // warp-uniform: a full group
 #pragma unroll
       for (int u = 0; u < U; ++u) unit(u, true);
-    } else {  // a partial group (the end of a run): skip the units that do not count (K = 14336: 2 of 4)
+    } else {  // a partial group (the end of a run): skip the units that do not count
 #pragma unroll
       for (int u = 0; u < U; ++u)
         if (u >= lo && u < hi) unit(u, true);
@@ -912,6 +956,47 @@ bool launch_m1(int device, cudaStream_t s, T* out, const T* x, const WeightArgs&
   return true;
 }
 
+// Whether launches on `device` use programmatic dependent launch: compute capability 9.0 or newer, unless the
+// environment sets LOWBIT_PDL=0 (read once; for comparisons, and a way out should a driver misbehave).
+bool pdl_enabled(int device) {
+  static const bool allowed = [] {
+    const char* v = std::getenv("LOWBIT_PDL");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return allowed && device_attribute<cudaDevAttrComputeCapabilityMajor>(device) >= 9;
+}
+
+// How gemv4_mma_kernel splits W (N, K): 2^lg_wpt warps per 16-row tile, cpw chunks of 64 per warp, `items` work items
+// of 16 / 2^lg_wpt tiles, and whether some warp's run ends in a partial group of chunks (split: the kernel variant that
+// skips the chunks past the run; without it the straight-line code of one group is all the loop holds, which measured
+// 0.3–0.5 us faster in bench/gemv4-lab).
+struct MmaShape {
+  int lg_wpt, cpw;
+  int64_t items;
+  bool split;
+};
+MmaShape mma_shape(int64_t N, int64_t K, int64_t sms) {
+  const int64_t C = K / 64, ntiles = (N + 15) / 16;
+  auto shape = [&](int lg) {
+    const int64_t tpi = kMmaWarps >> lg, cpw = (C + (int64_t{1} << lg) - 1) >> lg;
+    return MmaShape{lg, static_cast<int>(cpw), (ntiles + tpi - 1) / tpi, cpw % kMmaUnroll != 0 || cpw << lg != C};
+  };
+  // Rounds of items times tiles per item: the tiles the busiest CTA walks.
+  auto span = [&](const MmaShape& m) { return (m.items + sms - 1) / sms * (kMmaWarps >> m.lg_wpt); };
+  // As many warps per tile (up to kMmaWarps) as leave each warp at least kMmaUnroll chunks of a row ...
+  int lg0 = 4;
+  while (lg0 > 0 && (C >> lg0) < kMmaUnroll) --lg0;
+  const MmaShape first = shape(lg0);
+  if (!first.split) return first;
+  // ... unless fewer warps per tile give every warp whole groups at no more tiles for the busiest CTA
+  // (K = 14336: 8 warps of 28 chunks, 16.2 us instead of 17.7 in bench/gemv4-lab at N = 4096).
+  for (int lg = lg0 - 1; lg >= 0; --lg) {
+    const MmaShape m = shape(lg);
+    if (!m.split && span(m) <= span(first)) return m;
+  }
+  return first;
+}
+
 // gemv4_mma_kernel<T, MB> for M <= MB rows when its shared memory fits the device; returns false otherwise.
 template <typename T, int MB, bool NESTED>
 bool launch_mma_typed(int device, cudaStream_t s, T* out, const T* x, const WeightArgs& w, const T* bias, int64_t M, int64_t N,
@@ -919,24 +1004,33 @@ bool launch_mma_typed(int device, cudaStream_t s, T* out, const T* x, const Weig
   const size_t smem = mma_smem_bytes(MB, K, static_cast<int>(sizeof(T)));
   const int optin = device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(device);
   if (smem > static_cast<size_t>(optin)) return false;
-  auto kernel = gemv4_mma_kernel<T, MB, NESTED, kMmaUnroll>;
-  // Allow the device's whole opt-in shared memory once per (kernel, device); devices past the cache ask every time.
-  static std::array<std::atomic<bool>, 64> allowed{};
-  const bool cached = static_cast<size_t>(device) < allowed.size();
-  if (!cached || !allowed[static_cast<size_t>(device)].load(std::memory_order_relaxed)) {
-    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), "cudaFuncSetAttribute");
-    if (cached) allowed[static_cast<size_t>(device)].store(true, std::memory_order_relaxed);
-  }
-  // Warps per tile: as many (up to kMmaWarps) as leave each warp at least kMmaUnroll chunks of a row.
-  const int64_t C = K / 64;
-  int lg_wpt = 4;
-  while (lg_wpt > 0 && (C >> lg_wpt) < kMmaUnroll) --lg_wpt;
-  const int cpw = static_cast<int>((C + (int64_t{1} << lg_wpt) - 1) >> lg_wpt);
-  const int64_t tpi = kMmaWarps >> lg_wpt;
-  const int64_t items = ((N + 15) / 16 + tpi - 1) / tpi;
   const int64_t sms = sm_count(device);  // one CTA per SM (512 threads x up to 128 registers)
-  const int64_t gx = items < sms ? items : sms;
-  kernel<<<dim3(static_cast<unsigned>(gx)), kMmaWarps * 32, smem, s>>>(out, x, w, bias, M, N, K, lg_wpt, cpw, lut);
+  const MmaShape sh = mma_shape(N, K, sms);
+  const int v = !sh.split ? (MB == 1 && sh.cpw == kMmaUnroll ? 2 : 1) : 0;  // the kernel variant
+  auto kernel = v == 0   ? gemv4_mma_kernel<T, MB, NESTED, kMmaUnroll, true, false>
+                : v == 1 ? gemv4_mma_kernel<T, MB, NESTED, kMmaUnroll, false, false>
+                         : gemv4_mma_kernel<T, MB, NESTED, kMmaUnroll, false, MB == 1>;
+  // Allow the device's whole opt-in shared memory once per (kernel, device); devices past the cache ask every time.
+  static std::array<std::atomic<bool>, 64> allowed[3]{};
+  auto& allow = allowed[v];
+  const bool cached = static_cast<size_t>(device) < allow.size();
+  if (!cached || !allow[static_cast<size_t>(device)].load(std::memory_order_relaxed)) {
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), "cudaFuncSetAttribute");
+    if (cached) allow[static_cast<size_t>(device)].store(true, std::memory_order_relaxed);
+  }
+  const int lg_wpt = sh.lg_wpt, cpw = sh.cpw;
+  const int64_t gx = sh.items < sms ? sh.items : sms;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(gx));
+  cfg.blockDim = dim3(kMmaWarps * 32);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1]{};
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled(device) ? 1 : 0;
+  check_cuda(cudaLaunchKernelEx(&cfg, kernel, out, x, w, bias, M, N, K, lg_wpt, cpw, lut), "gemm4bit");
   return true;
 }
 
