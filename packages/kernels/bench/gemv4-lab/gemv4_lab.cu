@@ -13,7 +13,8 @@
 // gemv4_v16_kernel (16-byte loads, PRMT register decode), gemv4_async_kernel (cp.async ring), gemv4_il_kernel
 // (interleaved chunks), gemv4_tma_kernel (TMA bulk copies / tensor-map boxes into a shared-memory ring, one producer
 // warp), gemv4_diag_kernel (diagonal MMA: 256 contiguous bytes per warp load) and the stream_probe_kernel read
-// ceilings (session 3; needs sm_90 and the driver's cuTensorMapEncodeTiled). Shapes (N, K) = (4096, 14336)
+// ceilings (session 3; needs sm_90 and the driver's cuTensorMapEncodeTiled); session 4's PF / PDL template arguments of
+// gemv4_mma_kernel (L2 bulk prefetch, programmatic dependent launch; `pf` mode). Shapes (N, K) = (4096, 14336)
 // and (14336, 4096), M = 1 (bf16 and f16), 4 and 16 (bf16); a correctness sweep over odd shapes, blocksizes 64..4096,
 // FP4 and plain absmax runs first. See README.md for the build and run commands and the measured history.
 #include <cuda_bf16.h>
@@ -334,9 +335,23 @@ struct MGroup {
 // Lab-only variants of the kernel (LAB): 0 = as in gemm4bit.cu; read-only = the loads and the bookkeeping without the
 // decode and the MMAs (the ceiling of this load structure); x in registers (the x fragments of the warp's run, when a
 // group is the whole run) instead of shared memory; split = a partial group decodes only the chunks that count.
-constexpr int kLabReadOnly = 1, kLabXRegs = 2, kLabSplit = 3, kLabBare = 4, kLabNoScale = 5;  // 4: read-only, no prologue; 5: 4 without scale loads
+constexpr int kLabReadOnly = 1, kLabXRegs = 2, kLabSplit = 3, kLabBare = 4, kLabNoScale = 5, kLabXGlobal = 6;  // 4: read-only, no prologue; 5: 4 without scale loads;
+// 6 (session 4): split, with x fragments read through L1 (__ldg) per unit instead of staged in shared memory
 
-template <typename T, int MB, bool NESTED, int U, int LAB = 0>
+// L2 prefetch (session 4): PF > 0 = warp 0 of the CTA asks the L2 for the packed bytes (and absmax codes) of its
+// items PF ahead of the load side with cp.async.bulk.prefetch.L2 (one instruction per 4 KB piece; the first PF items
+// at the start), so DRAM sees whole contiguous items (16 rows x K / 2 bytes) while the tile walk reads from L2.
+// PDL = launched with programmatic stream serialization: the kernel lets the next launch start at once
+// (griddepcontrol.launch_dependents), issues its prefetches and builds its table, and waits for the previous grid
+// (griddepcontrol.wait) before it reads x, the weights or the codes or writes out; the prefetches only warm the L2,
+// which stays coherent, so they need no ordering.
+__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void pdl_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+
+template <typename T, int MB, bool NESTED, int U, int LAB = 0, int PF = 0, bool PDL = false>
 __global__ void __launch_bounds__(kMW * 32, 1)
     gemv4_mma_kernel(T* __restrict__ out, const T* __restrict__ x, WeightArgs w, const T* __restrict__ bias, int64_t M, int64_t N,
                      int64_t K, int lg_wpt, int cpw, Lut16 lut) {
@@ -413,16 +428,53 @@ __global__ void __launch_bounds__(kMW * 32, 1)
     }
   };
 
+  // lab (PF > 0): warp 0 prefetches item i of this CTA (its rows' packed bytes and absmax codes) into the L2.
+  auto prefetch_item = [&](int i) {
+    if (PF == 0 || PF == -1 || warp != 0 || i >= mine) return;
+    const int64_t r0 = static_cast<int64_t>(g0 + i * static_cast<int>(gridDim.x)) * tpi * 16;
+    const int64_t rows = N - r0 < tpi * 16 ? N - r0 : tpi * 16;
+    const uint8_t* base = w.packed + r0 * rowbytes;
+    const int64_t bytes = rows * rowbytes;  // a multiple of 32
+    for (int64_t off = static_cast<int64_t>(lane) * 4096; off < bytes; off += 32 * 4096)
+      prefetch_l2(base + off, static_cast<uint32_t>(bytes - off < 4096 ? bytes - off : 4096));
+    if (NESTED && lane == 0) {  // codes of blocks [b0, b1), whole aligned 16-byte pieces only
+      const int64_t b0 = (((r0 * C) >> lg_cpb) + 15) & ~int64_t{15}, b1 = (((r0 + rows) * C) >> lg_cpb) & ~int64_t{15};
+      if (b1 > b0) prefetch_l2(w.qabsmax + b0, static_cast<uint32_t>(b1 - b0));
+    }
+  };
+  if constexpr (PDL) pdl_launch_dependents();
+  if constexpr (PF < 0) {  // only the lines of this lane's first group (rows g and g + 8), with prefetch.global.L2
+    set_item(0);
+    const int cl = group_start(0);
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(lpg + cl * 32));
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(lph + cl * 32));
+  }
+  if constexpr (PF > 0) {
+#pragma unroll 1
+    for (int i = 0; i < PF; ++i) prefetch_item(i);
+  }
+  if constexpr (PF == -2) prefetch_item(0);  // only the whole first item, before the wait
+  if constexpr (PDL) {  // build the table before waiting: it depends on nothing the previous grid writes
+    const uint32_t hi = pack_pair<T>(0.0f, lut.v[warp & 15]) & 0xffff0000u;
+    uint32_t* tw = reinterpret_cast<uint32_t*>(s_lut);
+#pragma unroll
+    for (int i = 0; i < 16; ++i) tw[((warp & 15) + 16 * i) * 64 + lane] = hi | (pack_pair<T>(lut.v[i], 0.0f) & 0xffffu);
+    pdl_wait();
+  }
+
   // The first group's loads go out before the tables are filled, so they are in flight meanwhile.
   MGroup<U> cur, nxt;
   int li = 0;
   int lq = 0;
   set_item(0);
   load(cur, 0);
-  if (++lq == G) lq = 0, ++li, set_item(li);
+  if (++lq == G) {
+    lq = 0, ++li, set_item(li);
+    if constexpr (PF > 0) prefetch_item(li + PF - 1);
+  }
 
   // Byte -> pair table: thread (warp w, lane l) writes bytes b = w + 16 i, whose pairs are (LUT[i], LUT[w]).
-  if (LAB != kLabBare && LAB != kLabNoScale) {
+  if (!PDL && LAB != kLabBare && LAB != kLabNoScale) {
     const uint32_t hi = pack_pair<T>(0.0f, lut.v[warp & 15]) & 0xffff0000u;
     uint32_t* tw = reinterpret_cast<uint32_t*>(s_lut);
 #pragma unroll
@@ -430,7 +482,7 @@ __global__ void __launch_bounds__(kMW * 32, 1)
   }
   if (NESTED)
     for (int i = threadIdx.x; i < 256; i += blockDim.x) s_code[i] = w.nested_code[i];
-  if constexpr (MB == 1 && LAB != kLabBare && LAB != kLabNoScale) {
+  if constexpr (MB == 1 && LAB != kLabBare && LAB != kLabNoScale && LAB != kLabXGlobal) {
     const uint4* xs = reinterpret_cast<const uint4*>(x);
     uint4* xd = reinterpret_cast<uint4*>(s_x);
     const int nx = static_cast<int>(K * static_cast<int64_t>(sizeof(T)) / 16);
@@ -471,7 +523,10 @@ __global__ void __launch_bounds__(kMW * 32, 1)
     const bool more = s + 1 < total;  // block-uniform
     if (more) {
       load(nxt, lq);
-      if (++lq == G) lq = 0, ++li, set_item(li);
+      if (++lq == G) {
+        lq = 0, ++li, set_item(li);
+        if constexpr (PF > 0) prefetch_item(li + PF - 1);
+      }
     }
     // the scales of the chunks this lane loaded
     float sg[SPL], sh[SPL];
@@ -502,6 +557,10 @@ __global__ void __launch_bounds__(kMW * 32, 1)
         if constexpr (MB == 1 && LAB == kLabXRegs) {
 #pragma unroll
           for (int q = 0; q < 8; ++q) xw[q] = xr[u][q];
+        } else if constexpr (MB == 1 && LAB == kLabXGlobal) {
+          const uint4* xp = reinterpret_cast<const uint4*>(x + c * 64 + t * 16);
+          const uint4 xa = __ldg(xp), xb = __ldg(xp + 1);
+          xw[0] = xa.x, xw[1] = xa.y, xw[2] = xa.z, xw[3] = xa.w, xw[4] = xb.x, xw[5] = xb.y, xw[6] = xb.z, xw[7] = xb.w;
         } else if constexpr (MB == 1) {
           const uint4* xp = reinterpret_cast<const uint4*>(s_x + c * 64 + t * 16);
           const uint4 xa = xp[0], xb = xp[1];
@@ -531,7 +590,7 @@ __global__ void __launch_bounds__(kMW * 32, 1)
         }
       }
     };
-    if (LAB != kLabSplit || (lo <= 0 && hi >= U)) {
+    if ((LAB != kLabSplit && LAB != kLabXGlobal) || (lo <= 0 && hi >= U)) {
 #pragma unroll
       for (int u = 0; u < U; ++u) unit(u, u >= lo && u < hi);  // straight-line: the U units' chains overlap
     } else {
@@ -1400,10 +1459,13 @@ struct State {
   int64_t bytes = 0;          // packed + absmax codes (or absmax) + nested absmax read per call
 };
 
+bool g_pool = false;  // LAB_POOL=1: weights from the stream-ordered pool (cudaMallocAsync), as the addon allocates
+
 State make_state(int64_t N, int64_t K, int bs, bool nested, uint32_t seed) {
   State s;
   const int64_t nk = N * K, nb = (nk + bs - 1) / bs;
-  CK(cudaMalloc(&s.packed, nk / 2));
+  if (g_pool) CK(cudaMallocAsync(reinterpret_cast<void**>(&s.packed), nk / 2, 0));
+  else CK(cudaMalloc(&s.packed, nk / 2));
   fill_bytes<<<1024, 256>>>(s.packed, nk / 2, seed);
   if (nested) {
     CK(cudaMalloc(&s.q, nb));
@@ -1426,6 +1488,7 @@ State make_state(int64_t N, int64_t K, int bs, bool nested, uint32_t seed) {
   return s;
 }
 void free_state(State& s) {
+  if (g_pool) cudaFreeAsync(s.packed, 0), s.packed = nullptr;
   cudaFree(s.packed), cudaFree(s.q), cudaFree(s.absmax), cudaFree(s.nested), cudaFree(s.code);
 }
 WeightArgs args_of(const State& s, int bs) {
@@ -1436,6 +1499,7 @@ WeightArgs args_of(const State& s, int bs) {
 
 int g_sms = 0;
 bool g_prof = false;  // few timed launches (under a profiler)
+bool g_pf = false;    // `pf` mode: the L2-prefetch / PDL variants only
 double g_copy_bw = 0.0;  // GB/s read + written
 
 template <typename T, bool NESTED>
@@ -1462,7 +1526,7 @@ int mma_lg_wpt(int64_t C, int target) {
   return lg;
 }
 
-template <typename T, int MB, bool NESTED, int U, int LAB = 0>
+template <typename T, int MB, bool NESTED, int U, int LAB = 0, int PF = 0, bool PDL = false>
 void launch_mma(cudaStream_t st, T* out, const T* x, const WeightArgs& w, int64_t M, int64_t N, int64_t K, const Lut16& lut, int target) {
   const int64_t C = K / 64;
   if (C < U) {
@@ -1473,13 +1537,29 @@ void launch_mma(cudaStream_t st, T* out, const T* x, const WeightArgs& w, int64_
   const int cpw = static_cast<int>((C + (1 << lg) - 1) >> lg);
   const int64_t tpi = kMW >> lg, items = ((N + 15) / 16 + tpi - 1) / tpi;
   const size_t smem = mma_smem_bytes(MB, K, sizeof(T));
+  auto kernel = gemv4_mma_kernel<T, MB, NESTED, U, LAB, PF, PDL>;
   static bool attr = false;
   if (!attr) {
-    CK(cudaFuncSetAttribute(gemv4_mma_kernel<T, MB, NESTED, U, LAB>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
+    CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
     attr = true;
   }
   const int64_t gx = items < g_sms ? items : g_sms;
-  gemv4_mma_kernel<T, MB, NESTED, U, LAB><<<static_cast<unsigned>(gx), kMW * 32, smem, st>>>(out, x, w, nullptr, M, N, K, lg, cpw, lut);
+  if constexpr (PDL) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(static_cast<unsigned>(gx));
+    cfg.blockDim = dim3(kMW * 32);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    const T* bias = nullptr;
+    CK(cudaLaunchKernelEx(&cfg, kernel, out, x, w, bias, M, N, K, lg, cpw, lut));
+  } else {
+    kernel<<<static_cast<unsigned>(gx), kMW * 32, smem, st>>>(out, x, w, nullptr, M, N, K, lg, cpw, lut);
+  }
 }
 
 // v16 launch: lg < 0 picks as many warps per tile (up to kMW) as leave each warp at least U units; XREG needs the
@@ -2087,6 +2167,46 @@ void bench_shape(int64_t M, int64_t N, int64_t K, bool timing, bool old_too) {
                 (long long)N, (long long)K, name, err, us, gbs, 100.0 * gbs / g_copy_bw);
   };
   cudaStream_t s0 = 0;
+  if (g_pf && M == 1) {  // `pf` mode (session 4): L2 bulk prefetch of whole items, and PDL launches
+    const bool split = K / 64 % (16 * 4) != 0, xregs = K / 64 == 16 * 4;
+    {
+      uint32_t* sink;
+      CK(cudaMalloc(&sink, 4));
+      const float t = time_us([&](int i) { stream_probe_kernel<4, 16, false><<<g_sms, 512>>>(st[i % kCopies].packed, N * K / 2, sink); }, iters);
+      const double g = N * K / 2 / (t * 1e-6) / 1e9;
+      std::printf("  %-4s M %2lld N %5lld K %5lld %-34s                %7.2f us  %6.0f GB/s  %3.0f%% of copy\n", tname<T>(), (long long)M,
+                  (long long)N, (long long)K, "probe 1 CTA/SM L4 V16 stride", t, g, 100.0 * g / g_copy_bw);
+      cudaFree(sink);
+    }
+#define LAB_PF_ROW(LABV, NAME)                                                                                                       \
+  report(NAME " pf0", [&](int c) { launch_mma<T, 1, true, 4, LABV>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });                 \
+  report(NAME " pf0 pdl", [&](int c) { launch_mma<T, 1, true, 4, LABV, 0, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });   \
+  report(NAME " pf first pdl", [&](int c) { launch_mma<T, 1, true, 4, LABV, -1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); }); \
+  report(NAME " pf item0 pdl", [&](int c) { launch_mma<T, 1, true, 4, LABV, -2, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); })
+    LAB_PF_ROW(kLabReadOnly, "mma read-only");
+    if (split) {
+      LAB_PF_ROW(kLabSplit, "mma split");
+    } else {
+      LAB_PF_ROW(0, "mma");
+    }
+    if (split) {  // K = 14336: full groups only (no split code in the kernel), by 8 warps per tile or U = 2
+      report("mma wpt8 pf0 pdl", [&](int c) { launch_mma<T, 1, true, 4, 0, 0, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
+      report("mma wpt8 pf first pdl", [&](int c) { launch_mma<T, 1, true, 4, 0, -1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
+      report("mma wpt8 pf item0 pdl", [&](int c) { launch_mma<T, 1, true, 4, 0, -2, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
+      report("mma U2 pf0 pdl", [&](int c) { launch_mma<T, 1, true, 2, 0, 0, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+      report("mma U2 pf first pdl", [&](int c) { launch_mma<T, 1, true, 2, 0, -1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+      report("mma split wpt8 pf first pdl", [&](int c) { launch_mma<T, 1, true, 4, kLabSplit, -1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
+    } else {
+      report("mma split pf first pdl", [&](int c) { launch_mma<T, 1, true, 4, kLabSplit, -1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+    }
+    if (xregs) {
+      LAB_PF_ROW(kLabXRegs, "mma xregs");
+    }
+#undef LAB_PF_ROW
+    for (auto& s : st) free_state(s);
+    cudaFree(x), cudaFree(out), cudaFree(ref);
+    return;
+  }
   if (M == 1 && old_too) {
     uint32_t* sink;
     CK(cudaMalloc(&sink, 4));
@@ -2300,6 +2420,15 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "quick") == 0;
   const bool prof = argc > 1 && std::strcmp(argv[1], "prof") == 0;  // for ncu: one shape, few launches, no copy
   g_narrow_codes = argc > 2 && std::strcmp(argv[2], "narrowq") == 0;  // e.g. `quick narrowq`
+  g_pf = argc > 1 && std::strcmp(argv[1], "pf") == 0;               // L2 prefetch / PDL variants, bf16 M = 1
+  g_pool = std::getenv("LAB_POOL") != nullptr && std::strcmp(std::getenv("LAB_POOL"), "1") == 0;
+  if (g_pool) {  // keep freed pool memory, as the addon's allocator does
+    cudaMemPool_t pool;
+    CK(cudaDeviceGetDefaultMemPool(&pool, 0));
+    uint64_t keep = UINT64_MAX;
+    CK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+    std::printf("weights from the stream-ordered pool\n");
+  }
 
   cudaDeviceProp p;
   CK(cudaGetDeviceProperties(&p, 0));
@@ -2323,13 +2452,15 @@ int main(int argc, char** argv) {
     cudaFree(a), cudaFree(b);
     std::printf("empty kernel back to back: %.2f us\n", time_us([&](int) { empty_kernel<<<132, 512>>>(); }, 2000));
   }
-  std::printf("correctness (MMA kernel vs reference):\n");
-  check_all<__nv_bfloat16>();
-  check_all<__half>();
+  if (!g_pf) {
+    std::printf("correctness (MMA kernel vs reference):\n");
+    check_all<__nv_bfloat16>();
+    check_all<__half>();
+  }
   std::printf("benchmarks (NF4 + double quant, bs 64, %d rotating copies):\n", kCopies);
   for (const auto nk : {std::pair<int64_t, int64_t>{4096, 14336}, std::pair<int64_t, int64_t>{14336, 4096}}) {
     bench_shape<__nv_bfloat16>(1, nk.first, nk.second, true, true);
-    if (!quick) {
+    if (!quick && !g_pf) {
       bench_shape<__half>(1, nk.first, nk.second, true, true);
       bench_shape<__nv_bfloat16>(4, nk.first, nk.second, true, false);
       bench_shape<__nv_bfloat16>(16, nk.first, nk.second, true, false);
