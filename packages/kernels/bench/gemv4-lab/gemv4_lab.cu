@@ -430,7 +430,7 @@ __global__ void __launch_bounds__(kMW * 32, 1)
 
   // lab (PF > 0): warp 0 prefetches item i of this CTA (its rows' packed bytes and absmax codes) into the L2.
   auto prefetch_item = [&](int i) {
-    if (PF == 0 || PF == -1 || warp != 0 || i >= mine) return;
+    if (PF == 0 || PF == -1 || PF <= -3 || warp != 0 || i >= mine) return;
     const int64_t r0 = static_cast<int64_t>(g0 + i * static_cast<int>(gridDim.x)) * tpi * 16;
     const int64_t rows = N - r0 < tpi * 16 ? N - r0 : tpi * 16;
     const uint8_t* base = w.packed + r0 * rowbytes;
@@ -454,6 +454,21 @@ __global__ void __launch_bounds__(kMW * 32, 1)
     for (int i = 0; i < PF; ++i) prefetch_item(i);
   }
   if constexpr (PF == -2) prefetch_item(0);  // only the whole first item, before the wait
+  if constexpr (PF <= -3) {  // the lines of this lane's first -PF - 1 groups, with prefetch.global.L2, before the wait
+    int qi = 0, qq = 0;
+    set_item(0);
+#pragma unroll 1
+    for (int k = 0; k < -PF - 1 && qi < mine; ++k) {
+      const int cl = group_start(qq);
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(lpg + cl * 32));
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(lph + cl * 32));
+      if (++qq == G) {
+        qq = 0;
+        if (++qi < mine) set_item(qi);
+      }
+    }
+    set_item(0);
+  }
   if constexpr (PDL) {  // build the table before waiting: it depends on nothing the previous grid writes
     const uint32_t hi = pack_pair<T>(0.0f, lut.v[warp & 15]) & 0xffff0000u;
     uint32_t* tw = reinterpret_cast<uint32_t*>(s_lut);
@@ -2193,6 +2208,9 @@ void bench_shape(int64_t M, int64_t N, int64_t K, bool timing, bool old_too) {
       report("mma wpt8 pf0 pdl", [&](int c) { launch_mma<T, 1, true, 4, 0, 0, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
       report("mma wpt8 pf first pdl", [&](int c) { launch_mma<T, 1, true, 4, 0, -1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
       report("mma wpt8 pf item0 pdl", [&](int c) { launch_mma<T, 1, true, 4, 0, -2, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
+      report("mma wpt8 pf 2 groups pdl", [&](int c) { launch_mma<T, 1, true, 4, 0, -3, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
+      report("mma wpt8 pf 4 groups pdl", [&](int c) { launch_mma<T, 1, true, 4, 0, -5, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
+      report("mma wpt8 pf 7 groups pdl", [&](int c) { launch_mma<T, 1, true, 4, 0, -8, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
       report("mma U2 pf0 pdl", [&](int c) { launch_mma<T, 1, true, 2, 0, 0, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
       report("mma U2 pf first pdl", [&](int c) { launch_mma<T, 1, true, 2, 0, -1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
       report("mma split wpt8 pf first pdl", [&](int c) { launch_mma<T, 1, true, 4, kLabSplit, -1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
@@ -2201,6 +2219,9 @@ void bench_shape(int64_t M, int64_t N, int64_t K, bool timing, bool old_too) {
     }
     if (xregs) {
       LAB_PF_ROW(kLabXRegs, "mma xregs");
+      report("mma xregs pf 2 groups pdl", [&](int c) { launch_mma<T, 1, true, 4, kLabXRegs, -3, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+      report("mma xregs pf 3 groups pdl", [&](int c) { launch_mma<T, 1, true, 4, kLabXRegs, -4, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+      report("mma xregs pf 7 groups pdl", [&](int c) { launch_mma<T, 1, true, 4, kLabXRegs, -8, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
     }
 #undef LAB_PF_ROW
     for (auto& s : st) free_state(s);
