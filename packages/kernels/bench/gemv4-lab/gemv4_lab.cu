@@ -14,13 +14,15 @@
 // (interleaved chunks), gemv4_tma_kernel (TMA bulk copies / tensor-map boxes into a shared-memory ring, one producer
 // warp), gemv4_diag_kernel (diagonal MMA: 256 contiguous bytes per warp load) and the stream_probe_kernel read
 // ceilings (session 3; needs sm_90 and the driver's cuTensorMapEncodeTiled); session 4's PF / PDL template arguments of
-// gemv4_mma_kernel (L2 bulk prefetch, programmatic dependent launch; `pf` mode). Shapes (N, K) = (4096, 14336)
+// gemv4_mma_kernel (L2 bulk prefetch, programmatic dependent launch; `pf` mode) and gemv4_ks_kernel (K split over a
+// thread-block cluster, x in registers; needs sm_90). Shapes (N, K) = (4096, 14336)
 // and (14336, 4096), M = 1 (bf16 and f16), 4 and 16 (bf16); a correctness sweep over odd shapes, blocksizes 64..4096,
 // FP4 and plain absmax runs first. See README.md for the build and run commands and the measured history.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda.h>
 #include <cuda_runtime.h>
+#include <cooperative_groups.h>
 #include <cudaTypedefs.h>
 
 #include <cmath>
@@ -43,6 +45,7 @@
 namespace {
 
 constexpr unsigned kFull = 0xffffffffu;
+namespace cg = cooperative_groups;
 
 // ---- shared pieces (as in gemm4bit.cu / common.cuh) ----------------------------------------------------------------------
 
@@ -656,6 +659,128 @@ __global__ void __launch_bounds__(kMW * 32, 1)
     if (!more) break;
     cur = nxt;
   }
+}
+
+// ---- ks: K split over a thread-block cluster (session 4; MB == 1, nested) -------------------------------------------------
+//
+// A cluster of kKP CTAs takes a 16-row tile at a time; CTA rank r owns K part r (CP = C / kKP chunks), and warp w < GP of
+// it one group of U = 4 chunks of that part, so every warp keeps its x fragments in registers for the whole kernel
+// (K = 14336: 56 chunks per part, 14 of 16 warps busy). The cluster walks tiles cid, cid + ncl, ...; each CTA keeps the
+// per-warp sums of its tiles in shared memory, adds them in warp order, and after one cluster barrier the 4 parts of
+// each output are added in rank order through distributed shared memory (deterministic); a second barrier keeps every
+// CTA's shared memory alive until the others have read it. Launched with PDL like gemv4_mma_kernel.
+constexpr int kKP = 4;
+
+template <typename T>
+__global__ void __launch_bounds__(kMW * 32, 1)
+    gemv4_ks_kernel(T* __restrict__ out, const T* __restrict__ x, WeightArgs w, int64_t N, int64_t K, int mine_max, Lut16 lut) {
+  constexpr int U = 4;
+  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* s_lut = smem;
+  float* s_code = reinterpret_cast<float*>(smem + kLutBytes);
+  float* s_part = s_code + 256;                    // [mine][kMW][16]
+  float* s_sum = s_part + mine_max * kMW * 16;     // [mine][16]
+  cg::cluster_group cluster = cg::this_cluster();
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int C = static_cast<int>(K >> 6), CP = C / kKP, GP = CP / U;
+  const int ntiles = static_cast<int>((N + 15) >> 4);
+  const int cid = blockIdx.x / kKP, ncl = gridDim.x / kKP;
+  const int mine = cid < ntiles ? (ntiles - cid + ncl - 1) / ncl : 0;
+  const bool active = warp < GP;  // warp-uniform
+  const int c0 = rank * CP + (active ? warp : 0) * U;
+  const int64_t rowbytes = K >> 1;
+  const int lg_cpb = w.lg_bs - 6;
+  const int nlast = static_cast<int>(N - 1);
+  auto rows_of = [&](int i, int64_t& rg, int64_t& rh) {
+    const int r = (cid + i * ncl) * 16 + g;
+    rg = r < nlast ? r : nlast;
+    rh = r + 8 < nlast ? r + 8 : nlast;
+  };
+  pdl_launch_dependents();
+  if (active && mine > 0) {
+    int64_t rg, rh;
+    rows_of(0, rg, rh);
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(w.packed + rg * rowbytes + c0 * 32));
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(w.packed + rh * rowbytes + c0 * 32));
+  }
+  {
+    const uint32_t hi = pack_pair<T>(0.0f, lut.v[warp & 15]) & 0xffff0000u;
+    uint32_t* tw = reinterpret_cast<uint32_t*>(s_lut);
+#pragma unroll
+    for (int i = 0; i < 16; ++i) tw[((warp & 15) + 16 * i) * 64 + lane] = hi | (pack_pair<T>(lut.v[i], 0.0f) & 0xffffu);
+  }
+  pdl_wait();
+
+  auto load = [&](MGroup<U>& b, int i) {
+    int64_t rg, rh;
+    rows_of(i, rg, rh);
+    const uint8_t* pg = w.packed + rg * rowbytes + c0 * 32 + t * 8;
+    const uint8_t* ph = w.packed + rh * rowbytes + c0 * 32 + t * 8;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      b.wg[u] = ld_w8(pg + u * 32);
+      b.wh[u] = ld_w8(ph + u * 32);
+    }
+    const int64_t bg = (rg * C + c0 + t) >> lg_cpb, bh = (rh * C + c0 + t) >> lg_cpb;
+    b.qg[0] = w.qabsmax[bg];
+    b.qh[0] = w.qabsmax[bh];
+    b.ag[0] = __ldg(w.nested_absmax + (bg >> 8));
+    b.ah[0] = __ldg(w.nested_absmax + (bh >> 8));
+  };
+  MGroup<U> cur, nxt;
+  if (active && mine > 0) load(cur, 0);
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) s_code[i] = w.nested_code[i];
+  uint32_t xr[U][8];
+  if (active) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const uint4* xp = reinterpret_cast<const uint4*>(x + (c0 + u) * 64 + t * 16);
+      const uint4 xa = __ldg(xp), xb = __ldg(xp + 1);
+      xr[u][0] = xa.x, xr[u][1] = xa.y, xr[u][2] = xa.z, xr[u][3] = xa.w, xr[u][4] = xb.x, xr[u][5] = xb.y, xr[u][6] = xb.z, xr[u][7] = xb.w;
+    }
+  }
+  __syncthreads();
+  const uint32_t lane4 = static_cast<uint32_t>(lane) * 4;
+  if (active) {
+    for (int i = 0; i < mine; ++i) {
+      if (i + 1 < mine) load(nxt, i + 1);
+      const float sg = __fmaf_rn(s_code[cur.qg[0]], cur.ag[0], w.offset), sh = __fmaf_rn(s_code[cur.qh[0]], cur.ah[0], w.offset);
+      float a0 = 0.0f, a2 = 0.0f;
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int src = (lane & ~3) | u;
+        const float su = __shfl_sync(kFull, sg, src), sv = __shfl_sync(kFull, sh, src);
+        uint32_t pg[8], ph[8];
+        decode8(s_lut, lane4, cur.wg[u], pg);
+        decode8(s_lut, lane4, cur.wh[u], ph);
+        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int q = 0; q < 4; ++q) mma16816<T>(d, pg[2 * q], ph[2 * q], pg[2 * q + 1], ph[2 * q + 1], xr[u][2 * q], xr[u][2 * q + 1]);
+        a0 = fmaf(d[0], su, a0);
+        a2 = fmaf(d[2], sv, a2);
+      }
+      if (t == 0) s_part[(i * kMW + warp) * 16 + g] = a0, s_part[(i * kMW + warp) * 16 + g + 8] = a2;
+      cur = nxt;
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < mine * 16; e += blockDim.x) {  // this CTA's part of each output, in warp order
+    const int i = e >> 4, r = e & 15;
+    float sum = 0.0f;
+    for (int q = 0; q < GP; ++q) sum += s_part[(i * kMW + q) * 16 + r];
+    s_sum[e] = sum;
+  }
+  cluster.sync();
+  for (int e = rank + kKP * static_cast<int>(threadIdx.x); e < mine * 16; e += kKP * static_cast<int>(blockDim.x)) {
+    const int i = e >> 4, r = e & 15;
+    const int64_t n = static_cast<int64_t>(cid + i * ncl) * 16 + r;
+    float sum = 0.0f;
+#pragma unroll
+    for (int q = 0; q < kKP; ++q) sum += cluster.map_shared_rank(s_sum, q)[e];
+    if (n < N) out[n] = from_f<T>(sum);
+  }
+  cluster.sync();
 }
 
 // ---- v16: 16-byte weight loads (MB == 1, K % 128 == 0) --------------------------------------------------------------------
@@ -1577,6 +1702,38 @@ void launch_mma(cudaStream_t st, T* out, const T* x, const WeightArgs& w, int64_
   }
 }
 
+// ks launch (K = 14336-like shapes: C % (4 kKP) == 0, C / kKP / 4 <= kMW): clusters of kKP CTAs, as many as fit at once.
+template <typename T>
+bool launch_ks(cudaStream_t st, T* out, const T* x, const WeightArgs& w, int64_t N, int64_t K, const Lut16& lut) {
+  const int64_t C = K / 64;
+  if (C % (kKP * 4) != 0 || C / kKP / 4 > kMW) return false;
+  auto kernel = gemv4_ks_kernel<T>;
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute at[2];
+  at[0].id = cudaLaunchAttributeClusterDimension;
+  at[0].val.clusterDim.x = kKP, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
+  at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[1].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = at;
+  cfg.numAttrs = 2;
+  cfg.blockDim = dim3(kMW * 32);
+  cfg.stream = st;
+  static int ncl = 0;
+  if (ncl == 0) {
+    CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
+    cfg.gridDim = dim3(kKP * 64);
+    cfg.dynamicSmemBytes = kLutBytes + 1024 + 16 * (kMW + 1) * 16 * 4;
+    CK(cudaOccupancyMaxActiveClusters(&ncl, kernel, &cfg));
+    std::printf("  ks: %d clusters of %d CTAs at once\n", ncl, kKP);
+  }
+  const int64_t ntiles = (N + 15) / 16, nc = ntiles < ncl ? ntiles : ncl;
+  const int mine_max = static_cast<int>((ntiles + nc - 1) / nc);
+  cfg.gridDim = dim3(static_cast<unsigned>(kKP * nc));
+  cfg.dynamicSmemBytes = kLutBytes + 1024 + static_cast<size_t>(mine_max) * (kMW + 1) * 16 * 4;
+  CK(cudaLaunchKernelEx(&cfg, kernel, out, x, w, N, K, mine_max, lut));
+  return true;
+}
+
 // v16 launch: lg < 0 picks as many warps per tile (up to kMW) as leave each warp at least U units; XREG needs the
 // warp's run to be one group (cpw <= U). Returns false when the shape does not fit.
 template <typename T, bool NESTED, int U, int DEC, bool XREG = false, bool RO = false>
@@ -2204,6 +2361,8 @@ void bench_shape(int64_t M, int64_t N, int64_t K, bool timing, bool old_too) {
     } else {
       LAB_PF_ROW(0, "mma");
     }
+    if (K / 64 % (kKP * 4) == 0 && K / 64 / kKP / 4 <= kMW && K / 64 / kKP / 4 >= 8)
+      report("ks cluster of 4, x in registers, pdl", [&](int c) { launch_ks<T>(s0, out, x, args_of(st[c], bs), N, K, lut); });
     if (split) {  // K = 14336: full groups only (no split code in the kernel), by 8 warps per tile or U = 2
       report("mma wpt8 pf0 pdl", [&](int c) { launch_mma<T, 1, true, 4, 0, 0, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
       report("mma wpt8 pf first pdl", [&](int c) { launch_mma<T, 1, true, 4, 0, -1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
