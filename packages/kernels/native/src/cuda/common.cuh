@@ -10,8 +10,12 @@
 #include <cuda_fp16.h>
 #endif
 
+#include <strings.h>
+
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "../dtype.h"
@@ -38,6 +42,12 @@ inline void check_cuda(cudaError_t err, const char* op) {
 [[noreturn]] void throw_dtype_error(const std::string& message);
 [[noreturn]] void throw_shape_error(const std::string& message);
 [[noreturn]] void throw_device_error(const std::string& message);
+// Whether the environment turns a default-on switch off: `name` set to 0, false, off or no (any case).
+inline bool env_switched_off(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr) return false;
+  return std::strcmp(v, "0") == 0 || strcasecmp(v, "false") == 0 || strcasecmp(v, "off") == 0 || strcasecmp(v, "no") == 0;
+}
 // A device attribute of `device` (at least 1), read once per (attribute, device) and cached: launchers ask for the
 // multiprocessor count or the shared-memory opt-in on every launch.
 template <cudaDeviceAttr Attr>

@@ -15,7 +15,6 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <strings.h>
 
 #include "common.cuh"
 #include "cublas_loader.h"
@@ -38,11 +37,7 @@ struct CublasState {
 std::array<CublasState, kMaxDevices> g_cublas;
 
 // LOWBIT_CUBLAS=0 (or false / off / no) forces the built-in kernel.
-bool cublas_forced_off() {
-  const char* v = std::getenv("LOWBIT_CUBLAS");
-  if (v == nullptr) return false;
-  return std::strcmp(v, "0") == 0 || strcasecmp(v, "false") == 0 || strcasecmp(v, "off") == 0 || strcasecmp(v, "no") == 0;
-}
+bool cublas_forced_off() { return env_switched_off("LOWBIT_CUBLAS"); }
 
 // Printed once per process (process.emitWarning is not reachable from here).
 void warn_fallback(const std::string& why) {

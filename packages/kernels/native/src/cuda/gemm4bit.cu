@@ -28,7 +28,6 @@
 
 #include <array>
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
@@ -957,12 +956,9 @@ bool launch_m1(int device, cudaStream_t s, T* out, const T* x, const WeightArgs&
 }
 
 // Whether launches on `device` use programmatic dependent launch: compute capability 9.0 or newer, unless the
-// environment sets LOWBIT_PDL=0 (read once; for comparisons, and a way out should a driver misbehave).
+// environment sets LOWBIT_PDL=0 / false / off / no (read once; for comparisons, and a way out should a driver misbehave).
 bool pdl_enabled(int device) {
-  static const bool allowed = [] {
-    const char* v = std::getenv("LOWBIT_PDL");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool allowed = !env_switched_off("LOWBIT_PDL");
   return allowed && device_attribute<cudaDevAttrComputeCapabilityMajor>(device) >= 9;
 }
 
