@@ -426,8 +426,9 @@ await check("gemm4bit: CUDA within tolerance of the CPU (fused M <= 16, generic 
     : [[1, 256, 1024, 64], [2, 130, 2048, 128], [3, 64, 4096, 64], [4, 33, 96, 32], [5, 48, 1056, 256], [8, 64, 512, 64], [13, 40, 3072, 4096],
       [16, 100, 1024, 64], [1, 37, 100, 64], [7, 9, 31, 32], [17, 50, 512, 64], [40, 96, 1024, 64], [64, 300, 2048, 128],
       [1, 21, 14336, 64], [3, 10, 9216, 64], [16, 7, 20480, 256],
-      // a decoder's MLP shape: K = 14336 at N = 4096 runs 8 warps per tile (whole groups, no split)
-      [1, 4096, 14336, 64], [4, 4096, 14336, 64]];
+      // a decoder's MLP shape: K = 14336 at N = 4096 runs 8 warps per tile (whole groups, no split); K = 4096 at M = 1
+      // keeps x in registers (one group per warp)
+      [1, 4096, 14336, 64], [4, 4096, 14336, 64], [1, 520, 4096, 64]];
   for (const dtype of [F32, F16, BF16]) {
     for (const [M, N, K, bs] of shapes) {
       for (const nested of [false, true]) {

@@ -500,6 +500,12 @@ __device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1
 // 8 bytes of packed weights, streamed (ld.global.cs: W is read once; the L2::256B prefetch hint and the
 // ld.global.nc.L1::no_allocate form measured the same or slower).
 __device__ __forceinline__ uint2 ld_w8(const uint8_t* p) { return __ldcs(reinterpret_cast<const uint2*>(p)); }
+__device__ __forceinline__ uint4 ld_w16(const uint8_t* p) { return __ldcs(reinterpret_cast<const uint4*>(p)); }
+
+// Shared-memory slot of 16-byte unit L of x in the one-row layout: the 4 units of each 64-byte piece P (= L / 4) are
+// rotated by P / 2 % 4, so the 8 pieces that the active lanes of a group read (consecutive, the first even) fall in
+// 8 different bank quads: each LDS.128 of x is one wavefront.
+__device__ __forceinline__ int x_slot(int L) { return (L & ~3) | ((L ^ (L >> 3)) & 3); }
 
 // The 8 LUT pairs of 8 packed bytes: p[i] = (LUT[hi nibble], LUT[lo nibble]) of byte i, from the shared table.
 __device__ __forceinline__ void decode8(const unsigned char* s_lut, uint32_t lane4, uint2 wv, uint32_t (&p)[8]) {
@@ -540,6 +546,9 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
                      int64_t K, int lg_wpt, int cpw, Lut16 lut) {
   using Cfg = MmaCfg<MB>;
   constexpr int NT = Cfg::NT, D = Cfg::kDepth, V = Cfg::kVals, SPL = MGroup<U>::SPL;
+  constexpr bool COL = MB == 1;       // the one-row layout: lane t owns chunk t of a group, column 2t of the MMA
+  constexpr bool IL = COL && !SPLIT;  // whole groups, interleaved over the warps of a tile
+  static_assert(!COL || U == 4, "the one-row layout takes groups of 4 chunks");
   extern __shared__ __align__(16) unsigned char smem[];
   unsigned char* s_lut = smem;                                      // [256 bytes][64 words]; words 0..31 used
   T* s_x = reinterpret_cast<T*>(smem + kMmaLutBytes);                  // MB == 1: x (K,)
@@ -562,7 +571,10 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
 
   // A group covers chunks [cs, cs + U) of the warp's run, clipped to [cs, run1); its loads read chunks [cl, cl + U)
   // with cl = min(cs, C - U), always inside the row, and unit u counts iff lo <= u < hi (warp-uniform).
+  // IL: group q of warp kw is chunks [(kw + q wpt) U, + U), so at each step the wpt warps of a tile read wpt consecutive
+  // 128-byte lines of every row (measured 0.5 us faster at K = 14336 than contiguous runs; needs C % (wpt U) == 0).
   auto group_start = [&](int q) {
+    if constexpr (IL) return (kw + q * wpt) * U;
     const int cs = run0 + q * U;
     return cs < C - U ? cs : C - U;
   };
@@ -575,8 +587,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
   auto set_item = [&](int i) {
     const int r = ((g0 + i * static_cast<int>(gridDim.x)) * tpi + ti) * 16 + g;
     const int64_t rg = r < nlast ? r : nlast, rh = r + 8 < nlast ? r + 8 : nlast;
-    lpg = w.packed + rg * rowbytes + t * 8;
-    lph = w.packed + rh * rowbytes + t * 8;
+    lpg = w.packed + rg * rowbytes + t * (COL ? 16 : 8);
+    lph = w.packed + rh * rowbytes + t * (COL ? 16 : 8);
     lfg = rg * C;
     lfh = rh * C;
   };
@@ -584,10 +596,19 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
     const int cl = group_start(q);
     const uint8_t* pg = lpg + cl * 32;
     const uint8_t* ph = lph + cl * 32;
+    if constexpr (COL) {  // half h of the group's 128 bytes of a row: the quad reads 64 contiguous bytes, lane t 16 of them
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      b.wg[u] = ld_w8(pg + u * 32);
-      b.wh[u] = ld_w8(ph + u * 32);
+      for (int h = 0; h < U / 2; ++h) {
+        const uint4 a = ld_w16(pg + h * 64), c = ld_w16(ph + h * 64);
+        b.wg[2 * h] = make_uint2(a.x, a.y), b.wg[2 * h + 1] = make_uint2(a.z, a.w);
+        b.wh[2 * h] = make_uint2(c.x, c.y), b.wh[2 * h + 1] = make_uint2(c.z, c.w);
+      }
+    } else {
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        b.wg[u] = ld_w8(pg + u * 32);
+        b.wh[u] = ld_w8(ph + u * 32);
+      }
     }
 #pragma unroll
     for (int v = 0; v < SPL; ++v) {
@@ -648,26 +669,31 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
 #pragma unroll
       for (int a = 0; a < 4; ++a) {
         const int idx = base + a * blockDim.x + threadIdx.x;
-        if (idx < nx) xd[idx] = v[a];
+        if (idx < nx) xd[x_slot(idx)] = v[a];
       }
     }
   }
   __syncthreads();
 
   const uint32_t lane4 = static_cast<uint32_t>(lane) * 4;
-  // XREG (MB == 1, a warp's run is one group: G == 1): its x fragments are read from shared memory once, here, instead of
-  // two LDS.128 per chunk (every item of the CTA uses the same run of x).
-  uint32_t xr[XREG ? U : 1][8];
-  if constexpr (XREG) {
-    static_assert(MB == 1, "x in registers needs MB == 1");
+  // x of the one-row layout: column 2c of the MMA carries chunk c of a group, so only the lanes that provide column 2c
+  // at the k-slots of chunk c hold x there, and every other B value is 0. Lane (g, t) provides column g at the slots
+  // of its own weights, which in half h of a group belong to chunk 2h + t / 2: it is active (xon) iff g is even and
+  // g / 2 % 2 == t / 2, in half xh = g / 4 only, with the 32 x values of its 16-byte piece 4 xh + t of the group.
+  const bool xon = COL && (g & 1) == 0 && ((g >> 1) & 1) == (t >> 1);
+  const int xh = g >> 2;
+  uint32_t xr[COL ? 16 : 1] = {};
+  auto load_x = [&](int cl) {  // the active lanes' piece of the group starting at chunk cl (4 LDS.128, no conflicts)
+    if (!xon) return;
+    const int P = cl * 2 + 4 * xh + t;  // piece index in x (32 elements each)
+    const uint4* xp = reinterpret_cast<const uint4*>(s_x) + P * 4;
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const uint4* xp = reinterpret_cast<const uint4*>(s_x + (group_start(0) + u) * 64 + t * 16);
-      const uint4 xa = xp[0], xb = xp[1];
-      xr[u][0] = xa.x, xr[u][1] = xa.y, xr[u][2] = xa.z, xr[u][3] = xa.w;
-      xr[u][4] = xb.x, xr[u][5] = xb.y, xr[u][6] = xb.z, xr[u][7] = xb.w;
+    for (int i = 0; i < 4; ++i) {
+      const uint4 v = xp[i ^ ((P >> 1) & 3)];
+      xr[4 * i] = v.x, xr[4 * i + 1] = v.y, xr[4 * i + 2] = v.z, xr[4 * i + 3] = v.w;
     }
-  }
+  };
+  if constexpr (COL && XREG) load_x(group_start(0));  // a run of one group: x stays in registers for the kernel
   float acc[NT][4];
 #pragma unroll
   for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
@@ -687,28 +713,45 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
       sh[v] = NESTED ? __fmaf_rn(s_code[cur.qh[v]], cur.ah[v], w.offset) : cur.ah[v];
     }
     const int cl = group_start(cq);
-    const int lo = run0 + cq * U - cl;
-    const int hi = run1 - cl;  // may be <= 0 or > U: only lo <= u < hi counts
-    // Unit u of the group: decode, MMAs, and (when it counts) the scaled sums added to acc.
-    auto unit = [&](int u, bool counts) {
-      const int src = (lane & ~3) | (u & 3);
-      const float su = __shfl_sync(kFull, sg[u >> 2], src), sv = __shfl_sync(kFull, sh[u >> 2], src);
-      const int c = cl + u;
-      uint32_t pg[8], ph[8];
-      decode8(s_lut, lane4, cur.wg[u], pg);
-      decode8(s_lut, lane4, cur.wh[u], ph);
-      float d[NT][4];
+    const int lo = IL ? 0 : run0 + cq * U - cl;
+    const int hi = IL ? U : run1 - cl;  // may be <= 0 or > U: only chunks lo <= u < hi count
+    if constexpr (COL) {
+      // Unit u = 8 bytes of a lane's rows (half u / 2 of the group, bytes 8 (u % 2) of the lane's 16): decode, four MMAs
+      // with x only where the unit's chunk has its column (xon in half xh). Lane t then holds in d[.][0] / d[.][2] the
+      // sums of chunk t for rows g / g + 8 and scales them with the scales it loaded itself (no shuffles).
+      if constexpr (!XREG) load_x(cl);
+      float d[U][4];
 #pragma unroll
-      for (int n = 0; n < NT; ++n) {
+      for (int u = 0; u < U; ++u) {
+        uint32_t pg[8], ph[8];
+        decode8(s_lut, lane4, cur.wg[u], pg);
+        decode8(s_lut, lane4, cur.wh[u], ph);
+        const bool on = xon && xh == (u >> 1);
         uint32_t xw[8];
-        if constexpr (XREG) {
 #pragma unroll
-          for (int q = 0; q < 8; ++q) xw[q] = xr[u][q];
-        } else if constexpr (MB == 1) {
-          const uint4* xp = reinterpret_cast<const uint4*>(s_x + c * 64 + t * 16);
-          const uint4 xa = xp[0], xb = xp[1];
-          xw[0] = xa.x, xw[1] = xa.y, xw[2] = xa.z, xw[3] = xa.w, xw[4] = xb.x, xw[5] = xb.y, xw[6] = xb.z, xw[7] = xb.w;
-        } else {
+        for (int q = 0; q < 8; ++q) xw[q] = on ? xr[(u & 1) * 8 + q] : 0u;
+        d[u][0] = d[u][1] = d[u][2] = d[u][3] = 0.0f;
+#pragma unroll
+        for (int q = 0; q < 4; ++q) mma16816<T>(d[u], pg[2 * q], ph[2 * q], pg[2 * q + 1], ph[2 * q + 1], xw[2 * q], xw[2 * q + 1]);
+      }
+      if (t >= lo && t < hi) {
+        acc[0][0] = fmaf((d[0][0] + d[1][0]) + (d[2][0] + d[3][0]), sg[0], acc[0][0]);
+        acc[0][2] = fmaf((d[0][2] + d[1][2]) + (d[2][2] + d[3][2]), sh[0], acc[0][2]);
+      }
+    } else {
+      // Unit u of the group (chunk cl + u; lane t holds bytes 8 t .. 8 t + 7 of it): decode, MMAs with column n of B
+      // = x row n, and (when it counts) the sums scaled by the chunk's scales, passed on from lane u % 4.
+      auto unit = [&](int u, bool counts) {
+        const int src = (lane & ~3) | (u & 3);
+        const float su = __shfl_sync(kFull, sg[u >> 2], src), sv = __shfl_sync(kFull, sh[u >> 2], src);
+        const int c = cl + u;
+        uint32_t pg[8], ph[8];
+        decode8(s_lut, lane4, cur.wg[u], pg);
+        decode8(s_lut, lane4, cur.wh[u], ph);
+        float d[NT][4];
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+          uint32_t xw[8];
           const int m = n * 8 + g;
           if (m < M) {
             const uint4* xp = reinterpret_cast<const uint4*>(x + m * K + c * 64 + t * 16);
@@ -718,38 +761,41 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
 #pragma unroll
             for (int q = 0; q < 8; ++q) xw[q] = 0u;
           }
+          d[n][0] = d[n][1] = d[n][2] = d[n][3] = 0.0f;
+#pragma unroll
+          for (int q = 0; q < 4; ++q) mma16816<T>(d[n], pg[2 * q], ph[2 * q], pg[2 * q + 1], ph[2 * q + 1], xw[2 * q], xw[2 * q + 1]);
         }
-        d[n][0] = d[n][1] = d[n][2] = d[n][3] = 0.0f;
+        if (counts) {  // warp-uniform
 #pragma unroll
-        for (int q = 0; q < 4; ++q) mma16816<T>(d[n], pg[2 * q], ph[2 * q], pg[2 * q + 1], ph[2 * q + 1], xw[2 * q], xw[2 * q + 1]);
-      }
-      if (counts) {  // warp-uniform
-#pragma unroll
-        for (int n = 0; n < NT; ++n) {
-          acc[n][0] = fmaf(d[n][0], su, acc[n][0]);
-          acc[n][1] = fmaf(d[n][1], su, acc[n][1]);
-          acc[n][2] = fmaf(d[n][2], sv, acc[n][2]);
-          acc[n][3] = fmaf(d[n][3], sv, acc[n][3]);
+          for (int n = 0; n < NT; ++n) {
+            acc[n][0] = fmaf(d[n][0], su, acc[n][0]);
+            acc[n][1] = fmaf(d[n][1], su, acc[n][1]);
+            acc[n][2] = fmaf(d[n][2], sv, acc[n][2]);
+            acc[n][3] = fmaf(d[n][3], sv, acc[n][3]);
+          }
         }
+      };
+      if constexpr (!SPLIT) {  // straight-line, so the U units' chains overlap; a unit past the run is computed, not added
+#pragma unroll
+        for (int u = 0; u < U; ++u) unit(u, u >= lo && u < hi);
+      } else if (lo <= 0 && hi >= U) {  // warp-uniform: a full group
+#pragma unroll
+        for (int u = 0; u < U; ++u) unit(u, true);
+      } else {  // a partial group (the end of a run): skip the units that do not count
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+          if (u >= lo && u < hi) unit(u, true);
       }
-    };
-    if constexpr (!SPLIT) {  // straight-line, so the U units' chains overlap; a unit past the run is computed, not added
-#pragma unroll
-      for (int u = 0; u < U; ++u) unit(u, u >= lo && u < hi);
-    } else if (lo <= 0 && hi >= U) {  // warp-uniform: a full group
-#pragma unroll
-      for (int u = 0; u < U; ++u) unit(u, true);
-    } else {  // a partial group (the end of a run): skip the units that do not count
-#pragma unroll
-      for (int u = 0; u < U; ++u)
-        if (u >= lo && u < hi) unit(u, true);
     }
     if (cq == G - 1) {  // block-uniform: item ci is done for every warp
       const int slot = static_cast<int>(ci % D);
       const int bsel = static_cast<int>((ci / D) & 1);
       float* sb = s_buf + ((bsel * D + slot) * kMmaWarps + warp) * 16 * V;
-      if constexpr (MB == 1) {
-        if (t == 0) sb[g] = acc[0][0], sb[g + 8] = acc[0][2];
+      if constexpr (COL) {  // lane t holds chunk t's share of the run: add the quad's four in a fixed order
+        float a0 = acc[0][0], a2 = acc[0][2];
+        a0 += __shfl_xor_sync(kFull, a0, 1), a2 += __shfl_xor_sync(kFull, a2, 1);
+        a0 += __shfl_xor_sync(kFull, a0, 2), a2 += __shfl_xor_sync(kFull, a2, 2);
+        if (t == 0) sb[g] = a0, sb[g + 8] = a2;
       } else {
 #pragma unroll
         for (int n = 0; n < NT; ++n) {
