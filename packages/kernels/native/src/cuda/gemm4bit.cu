@@ -4,7 +4,8 @@
 // Linear of a decoder at small batch): gemv4_mma_kernel, one streaming pass over W with the multiply-adds on the tensor
 // cores (mma.sync m16n8k16, float32 accumulation). Decoding is one PRMT and one shared-memory load per packed byte (a
 // byte -> (LUT[hi], LUT[lo]) pair table in T, replicated per bank), the block scale multiplies the float32 sums of each
-// 64-element chunk, and M <= 16 rows cost about what one row does. See its comment for the layout.
+// 64-element chunk, and M <= 16 rows cost about what one row does; at M = 1 the MMA columns separate the chunks of a
+// group instead of repeating x. See its comment for the layouts.
 // Otherwise, M <= 16, K % 32 == 0, 16-byte aligned W rows and x rows (float32 activations, which keep float32 math, and
 // the shapes above that the tensor-core kernel does not take): one streaming pass over W (spec §16.3 / §16.4 design).
 // Each lane takes 32 K-elements of a row per step (a warp strides K by 1024) as one 16-byte streaming load of packed W
@@ -423,26 +424,35 @@ __global__ void __launch_bounds__(kM1Warps * 32, 1)
 
 // ---- 16-bit activations, M <= 16: tensor-core kernel ----------------------------------------------------------------
 //
-// W (N, K) is cut into tiles of 16 rows and 64-element chunks (one 32-byte sector per row). Per chunk a warp issues four
-// mma.sync.m16n8k16 (A = 16 rows x 16 k of decoded weights in T, B = 16 k x 8 columns of x, float32 accumulators) and
-// then scales the chunk's float32 sums by the (row, block) scale in float32: bs >= 64 keeps every chunk inside one
-// block. The tensor cores do the multiply-adds, so the SIMT work per packed byte is one PRMT and one shared load:
-// K is a reduction, so which physical k fills which MMA slot is free as long as A and B agree. Lane (g = lane / 4,
-// t = lane % 4) loads 8 bytes (k = 16 t .. 16 t + 15 of the chunk) of rows g and g + 8 and uses its bytes 2j, 2j + 1 in
-// MMA j; a byte becomes the T pair (LUT[hi], LUT[lo]) with one load from a byte -> pair table replicated per bank
-// ([byte][lane] in 256-byte rows, so the address is one PRMT of the packed word and lane * 4, and no two lanes share a
-// bank); the matching x values (k = 16 t + 4 j .. + 3) are two 32-bit words. LUT values are rounded to T once
-// (bitsandbytes multiplies LUT(T) * absmax(T) in T; here only the LUT value is rounded, products and sums are float32).
-// MB == 1: x is staged in shared memory once per CTA and every B column holds it (c0 / c2 are the outputs);
+// W (N, K) is cut into tiles of 16 rows and 64-element chunks (one 32-byte sector per row), taken in groups of U = 4
+// chunks (one 128-byte line per row). A warp issues mma.sync.m16n8k16 (A = 16 rows x 16 k of decoded weights in T,
+// B = 16 k x 8 columns, float32 accumulators) and scales each chunk's float32 sums by its (row, block) scale in float32:
+// bs >= 64 keeps every chunk inside one block. The tensor cores do the multiply-adds, so the SIMT work per packed byte
+// is one PRMT and one shared load: a byte becomes the T pair (LUT[hi], LUT[lo]) with one load from a byte -> pair
+// table replicated per bank ([byte][lane] in 256-byte rows, so the address is one PRMT of the packed word and lane * 4,
+// and no two lanes share a bank). K is a reduction, so which physical k fills which MMA slot is free as long as A and B
+// agree. Lane (g = lane / 4, t = lane % 4) always holds rows g and g + 8 of the tile; its bytes 2j, 2j + 1 of an 8-byte
+// unit feed MMA j, with the matching x values (4 consecutive k) as two 32-bit words of B. LUT values are rounded to T
+// once (bitsandbytes multiplies LUT(T) * absmax(T) in T; here only the LUT value is rounded, products and sums are
+// float32).
+// MB == 1, the one-row layout (COL): with a single row of x, 7 of the 8 B columns would repeat it, so the columns
+// separate the chunks instead. Lane t owns chunk t of a group: it loads 16 contiguous bytes per row and half (the quad
+// reads 64 contiguous bytes of a row, two sectors, per LDG.128), and column 2c of B holds x only at the k-slots of
+// chunk c's weights, 0 elsewhere. D[row][2t] is then chunk t's sum, which lane t holds in c0 / c2 and scales with the
+// scale it loaded itself; the quad's four partial sums are added (fixed order) once per item. Only 8 lanes of a warp
+// hold x (32 values each, one 64-byte piece of the group), read from a shared stage whose 16-byte units are rotated so
+// the 8 pieces hit different banks. Against 8 bytes per lane, one row in every B column and shuffled scales this
+// halves the L1 wavefronts per weight (ncu: mio_throttle was the top stall) and ran 16.1 -> 12.9 us at 4096 x 14336.
 // MB == 8 / 16: column n of B is x row n (read through L1), one or two n-tiles of 8 rows, so M <= 16 rows cost about
-// what one does.
-// A CTA of kMmaWarps warps walks items (tpi = kMmaWarps / wpt tiles each; wpt warps split a tile's chunks in contiguous
-// runs of cpw), persistent, one per SM. A warp's run of an item is done in groups of U chunks as straight-line code (the
-// U chunks' load -> decode -> MMA chains overlap). The launch picks wpt so that every run is whole groups where that
-// costs the busiest CTA no extra tiles (mma_shape); otherwise the SPLIT variant decodes only the chunks of a partial
-// group that count. The next group's loads (possibly of the next item) are issued before the current group is computed.
-// The scale inputs of a group are loaded once per (row, chunk), by lane t = chunk % 4, and the scales passed on with
-// shuffles. XREG (MB == 1, a run of one group, e.g. K = 4096): the run's x fragments stay in registers for the kernel.
+// what one does; lane t loads 8 bytes of every chunk of the group, and the scales are passed on with shuffles.
+// A CTA of kMmaWarps warps walks items (tpi = kMmaWarps / wpt tiles each; wpt warps split a tile's chunks), persistent,
+// one per SM. A warp's share of an item is done in groups of U chunks as straight-line code (the U units' load ->
+// decode -> MMA chains overlap). The launch picks wpt so that every warp has whole groups where that costs the busiest
+// CTA no extra tiles (mma_shape); the groups of a tile then go to its warps in turn (IL, MB == 1: at each step the
+// tile's warps read wpt consecutive lines of every row) or in contiguous runs. Otherwise a warp's run of cpw chunks ends
+// in a partial group, whose loads are moved back inside the row and whose extra chunks are not added (the SPLIT variant
+// of MB > 1 does not decode them). The next group's loads (possibly of the next item) are issued before the current
+// group is computed. XREG (MB == 1, one group per warp, e.g. K = 4096): the lane's x piece stays in registers.
 // Per-warp sums of an item go through shared memory and are added in warp order (deterministic) every kDepth items.
 // The launch is a programmatic dependent one (see pdl_wait). Measured numbers (cuda-quant-check.mjs through the addon,
 // H100) are in docs/benchmarks.md; the variants tried and their history in bench/gemv4-lab/README.md.
@@ -1010,8 +1020,8 @@ bool pdl_enabled(int device) {
 
 // How gemv4_mma_kernel splits W (N, K): 2^lg_wpt warps per 16-row tile, cpw chunks of 64 per warp, `items` work items
 // of 16 / 2^lg_wpt tiles, and whether some warp's run ends in a partial group of chunks (split: the kernel variant that
-// skips the chunks past the run; without it the straight-line code of one group is all the loop holds, which measured
-// 0.3–0.5 us faster in bench/gemv4-lab).
+// handles one; without it the straight-line code of one group is all the loop holds, which measured 0.3–0.5 us faster
+// in bench/gemv4-lab, and at M = 1 the groups can be interleaved over the tile's warps).
 struct MmaShape {
   int lg_wpt, cpw;
   int64_t items;
