@@ -340,6 +340,10 @@ struct MGroup {
 // group is the whole run) instead of shared memory; split = a partial group decodes only the chunks that count.
 constexpr int kLabReadOnly = 1, kLabXRegs = 2, kLabSplit = 3, kLabBare = 4, kLabNoScale = 5, kLabXGlobal = 6;  // 4: read-only, no prologue; 5: 4 without scale loads;
 // 6 (session 4): split, with x fragments read through L1 (__ldg) per unit instead of staged in shared memory
+// Session 5 flags, OR-ed onto the variant: kLabIl = warp kw takes the whole groups kw, kw + wpt, ... of a row (so at
+// each step the warps of a tile read wpt consecutive 128-byte lines of every row); kLabRing3 = three group buffers,
+// two groups' loads in flight while one is computed.
+constexpr int kLabIl = 16, kLabRing3 = 32;
 
 // L2 prefetch (session 4): PF > 0 = warp 0 of the CTA asks the L2 for the packed bytes (and absmax codes) of its
 // items PF ahead of the load side with cp.async.bulk.prefetch.L2 (one instruction per 4 KB piece; the first PF items
@@ -354,11 +358,14 @@ __device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
 __device__ __forceinline__ void pdl_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
 __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 
-template <typename T, int MB, bool NESTED, int U, int LAB = 0, int PF = 0, bool PDL = false>
+template <typename T, int MB, bool NESTED, int U, int LABF = 0, int PF = 0, bool PDL = false>
 __global__ void __launch_bounds__(kMW * 32, 1)
     gemv4_mma_kernel(T* __restrict__ out, const T* __restrict__ x, WeightArgs w, const T* __restrict__ bias, int64_t M, int64_t N,
                      int64_t K, int lg_wpt, int cpw, Lut16 lut) {
   using Cfg = MmaCfg<MB>;
+  constexpr int LAB = LABF & 15;                  // the base variant
+  constexpr bool IL = (LABF & kLabIl) != 0;       // session 5: interleaved whole groups
+  constexpr bool R3 = (LABF & kLabRing3) != 0;    // session 5: three group buffers (two groups ahead)
   constexpr int NT = Cfg::NT, D = Cfg::kDepth, V = Cfg::kVals, SPL = MGroup<U>::SPL;
   extern __shared__ __align__(16) unsigned char smem[];
   unsigned char* s_lut = smem;                                      // [256 bytes][64 words]; words 0..31 used
@@ -383,6 +390,7 @@ __global__ void __launch_bounds__(kMW * 32, 1)
   // A group covers chunks [cs, cs + U) of the warp's run, clipped to [cs, run1); its loads read chunks [cl, cl + U)
   // with cl = min(cs, C - U), always inside the row, and unit u counts iff lo <= u < hi (warp-uniform).
   auto group_start = [&](int q) {
+    if constexpr (IL) return (kw + q * wpt) * U;  // whole groups: C % (wpt * U) == 0
     const int cs = run0 + q * U;
     return cs < C - U ? cs : C - U;
   };
@@ -537,15 +545,15 @@ __global__ void __launch_bounds__(kMW * 32, 1)
   for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
   int ci = 0;
   int cq = 0;
-  for (int s = 0; s < total; ++s) {
-    const bool more = s + 1 < total;  // block-uniform
-    if (more) {
-      load(nxt, lq);
-      if (++lq == G) {
-        lq = 0, ++li, set_item(li);
-        if constexpr (PF > 0) prefetch_item(li + PF - 1);
-      }
+  auto load_next = [&](MGroup<U>& b) {
+    load(b, lq);
+    if (++lq == G) {
+      lq = 0, ++li, set_item(li);
+      if constexpr (PF > 0) prefetch_item(li + PF - 1);
     }
+  };
+  // Group s of this warp, held in cur.
+  auto compute = [&](const MGroup<U>& cur) {
     // the scales of the chunks this lane loaded
     float sg[SPL], sh[SPL];
 #pragma unroll
@@ -554,8 +562,8 @@ __global__ void __launch_bounds__(kMW * 32, 1)
       sh[v] = NESTED ? __fmaf_rn(s_code[cur.qh[v]], cur.ah[v], w.offset) : cur.ah[v];
     }
     const int cl = group_start(cq);
-    const int lo = run0 + cq * U - cl;
-    const int hi = run1 - cl;  // may be <= 0 or > U: only lo <= u < hi counts
+    const int lo = IL ? 0 : run0 + cq * U - cl;
+    const int hi = IL ? U : run1 - cl;  // may be <= 0 or > U: only lo <= u < hi counts
     // Unit u of the group: decode, MMAs, and (when it counts) the scaled sums added to acc.
     auto unit = [&](int u, bool counts) {
       const int src = (lane & ~3) | (u & 3);
@@ -656,8 +664,28 @@ __global__ void __launch_bounds__(kMW * 32, 1)
     } else {
       ++cq;
     }
-    if (!more) break;
-    cur = nxt;
+  };
+  if constexpr (!R3) {
+    for (int s = 0; s < total; ++s) {
+      const bool more = s + 1 < total;  // block-uniform
+      if (more) load_next(nxt);
+      compute(cur);
+      if (!more) break;
+      cur = nxt;
+    }
+  } else {  // ring of three: group s computes from buffer s % 3 while groups s + 1 and s + 2 are in flight
+    MGroup<U> nx2;
+    if (total > 1) load_next(nxt);
+    for (int s = 0; s < total; s += 3) {
+      if (s + 2 < total) load_next(nx2);
+      compute(cur);
+      if (s + 1 >= total) break;
+      if (s + 3 < total) load_next(cur);
+      compute(nxt);
+      if (s + 2 >= total) break;
+      if (s + 4 < total) load_next(nxt);
+      compute(nx2);
+    }
   }
 }
 
@@ -2372,12 +2400,19 @@ void bench_shape(int64_t M, int64_t N, int64_t K, bool timing, bool old_too) {
       report("mma wpt8 pf 7 groups pdl", [&](int c) { launch_mma<T, 1, true, 4, 0, -8, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
       report("mma U2 pf0 pdl", [&](int c) { launch_mma<T, 1, true, 2, 0, 0, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
       report("mma U2 pf first pdl", [&](int c) { launch_mma<T, 1, true, 2, 0, -1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+      report("mma wpt8 il read-only pf first pdl", [&](int c) { launch_mma<T, 1, true, 4, kLabReadOnly | kLabIl, -1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
+      report("mma wpt8 il pf first pdl", [&](int c) { launch_mma<T, 1, true, 4, kLabIl, -1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
+      report("mma wpt8 ring3 pf first pdl", [&](int c) { launch_mma<T, 1, true, 4, kLabRing3, -1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
+      report("mma wpt8 il ring3 pf first pdl", [&](int c) { launch_mma<T, 1, true, 4, kLabIl | kLabRing3, -1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
+      report("mma wpt8 read-only ring3 pf first pdl", [&](int c) { launch_mma<T, 1, true, 4, kLabReadOnly | kLabRing3, -1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
       report("mma split wpt8 pf first pdl", [&](int c) { launch_mma<T, 1, true, 4, kLabSplit, -1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 28); });
     } else {
       report("mma split pf first pdl", [&](int c) { launch_mma<T, 1, true, 4, kLabSplit, -1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
     }
     if (xregs) {
       LAB_PF_ROW(kLabXRegs, "mma xregs");
+      report("mma xregs ring3 pf first pdl", [&](int c) { launch_mma<T, 1, true, 4, kLabXRegs | kLabRing3, -1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
+      report("mma read-only ring3 pf first pdl", [&](int c) { launch_mma<T, 1, true, 4, kLabReadOnly | kLabRing3, -1, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
       report("mma xregs pf 2 groups pdl", [&](int c) { launch_mma<T, 1, true, 4, kLabXRegs, -3, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
       report("mma xregs pf 3 groups pdl", [&](int c) { launch_mma<T, 1, true, 4, kLabXRegs, -4, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
       report("mma xregs pf 7 groups pdl", [&](int c) { launch_mma<T, 1, true, 4, kLabXRegs, -8, true>(s0, out, x, args_of(st[c], bs), M, N, K, lut, 0); });
@@ -2614,10 +2649,12 @@ int main(int argc, char** argv) {
   CK(cudaGetDeviceProperties(&p, 0));
   g_sms = p.multiProcessorCount;
   std::printf("%s, %d SMs\n", p.name, g_sms);
-  if (prof) {
+  if (prof) {  // each `pf` variant launched once per shape (checked, not timed): for ncu -k regex:gemv4_mma
     g_copy_bw = 1.0;
     g_prof = true;
-    bench_shape<__nv_bfloat16>(1, 4096, 14336, true, true);
+    g_pf = true;
+    bench_shape<__nv_bfloat16>(1, 4096, 14336, false, true);
+    bench_shape<__nv_bfloat16>(1, 14336, 4096, false, true);
     return 0;
   }
   {
