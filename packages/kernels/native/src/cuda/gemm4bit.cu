@@ -4,8 +4,8 @@
 // Linear of a decoder at small batch): gemv4_mma_kernel, one streaming pass over W with the multiply-adds on the tensor
 // cores (mma.sync m16n8k16, float32 accumulation). Decoding is one PRMT and one shared-memory load per packed byte (a
 // byte -> (LUT[hi], LUT[lo]) pair table in T, replicated per bank), the block scale multiplies the float32 sums of each
-// 64-element chunk, and M <= 16 rows cost about what one row does; at M = 1 the MMA columns separate the chunks of a
-// group instead of repeating x. See its comment for the layouts.
+// 64-element chunk, and M <= 16 rows cost about what one row does; at M <= 4 the MMA columns separate the chunks of
+// a group instead of repeating x. See its comment for the layouts.
 // Otherwise, M <= 16, K % 32 == 0, 16-byte aligned W rows and x rows (float32 activations, which keep float32 math, and
 // the shapes above that the tensor-core kernel does not take): one streaming pass over W (spec §16.3 / §16.4 design).
 // Each lane takes 32 K-elements of a row per step (a warp strides K by 1024) as one 16-byte streaming load of packed W
@@ -443,16 +443,21 @@ __global__ void __launch_bounds__(kM1Warps * 32, 1)
 // hold x (32 values each, one 64-byte piece of the group), read from a shared stage whose 16-byte units are rotated so
 // the 8 pieces hit different banks. Against 8 bytes per lane, one row in every B column and shuffled scales this
 // halves the L1 wavefronts per weight (ncu: mio_throttle was the top stall) and ran 16.1 -> 12.9 us at 4096 x 14336.
+// MB == 4 (M = 2..4), the four-row layout (C4): the same 16-byte loads; in half h of a group lane t's slots hold chunk
+// 2h + t / 2, and column 4p + m of B carries chunk parity p for x row m (x only in the lanes t / 2 == g / 4, from
+// the same rotated stage, now 4 rows). Each half gets its own accumulators, so lane t ends with chunks t / 2 and
+// 2 + t / 2 for x rows 2 (t % 2) and + 1 and scales them itself; lanes t and t ^ 2 are added once per item. Same MMA
+// count as one row: 18.7 -> 15.5 us at M = 4, 4096 x 14336.
 // MB == 8 / 16: column n of B is x row n (read through L1), one or two n-tiles of 8 rows, so M <= 16 rows cost about
 // what one does; lane t loads 8 bytes of every chunk of the group, and the scales are passed on with shuffles.
 // A CTA of kMmaWarps warps walks items (tpi = kMmaWarps / wpt tiles each; wpt warps split a tile's chunks), persistent,
 // one per SM. A warp's share of an item is done in groups of U chunks as straight-line code (the U units' load ->
 // decode -> MMA chains overlap). The launch picks wpt so that every warp has whole groups where that costs the busiest
-// CTA no extra tiles (mma_shape); the groups of a tile then go to its warps in turn (IL, MB == 1: at each step the
+// CTA no extra tiles (mma_shape); the groups of a tile then go to its warps in turn (IL, MB <= 4: at each step the
 // tile's warps read wpt consecutive lines of every row) or in contiguous runs. Otherwise a warp's run of cpw chunks ends
 // in a partial group, whose loads are moved back inside the row and whose extra chunks are not added (the SPLIT variant
 // of MB > 1 does not decode them). The next group's loads (possibly of the next item) are issued before the current
-// group is computed. XREG (MB == 1, one group per warp, e.g. K = 4096): the lane's x piece stays in registers.
+// group is computed. XREG (MB <= 4, one group per warp, e.g. K = 4096): the lane's x pieces stay in registers.
 // Per-warp sums of an item go through shared memory and are added in warp order (deterministic) every kDepth items.
 // The launch is a programmatic dependent one (see pdl_wait). Measured numbers (cuda-quant-check.mjs through the addon,
 // H100) are in docs/benchmarks.md; the variants tried and their history in bench/gemv4-lab/README.md.
@@ -512,10 +517,12 @@ __device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1
 __device__ __forceinline__ uint2 ld_w8(const uint8_t* p) { return __ldcs(reinterpret_cast<const uint2*>(p)); }
 __device__ __forceinline__ uint4 ld_w16(const uint8_t* p) { return __ldcs(reinterpret_cast<const uint4*>(p)); }
 
-// Shared-memory slot of 16-byte unit L of x in the one-row layout: the 4 units of each 64-byte piece P (= L / 4) are
-// rotated by P / 2 % 4, so the 8 pieces that the active lanes of a group read (consecutive, the first even) fall in
+// Shared-memory slot of 16-byte unit L of an x row in the one-row layout: the 4 units of each 64-byte piece P (= L / 4)
+// are rotated by P / 2 % 4, so the 8 pieces that the active lanes of a group read (consecutive, the first even) fall in
 // 8 different bank quads: each LDS.128 of x is one wavefront.
-__device__ __forceinline__ int x_slot(int L) { return (L & ~3) | ((L ^ (L >> 3)) & 3); }
+// With up to four rows (MB == 4) the rotation of row m is P / 2 + m, so the 16 pieces of an LDS.128 of x (4 rows x 4
+// consecutive pieces, rows K * 2 bytes apart) fill the 8 bank quads twice: two wavefronts, the least for 256 bytes.
+__device__ __forceinline__ int x_slot(int L, int m) { return (L & ~3) | ((L ^ ((L >> 3) + m)) & 3); }
 
 // The 8 LUT pairs of 8 packed bytes: p[i] = (LUT[hi nibble], LUT[lo nibble]) of byte i, from the shared table.
 __device__ __forceinline__ void decode8(const unsigned char* s_lut, uint32_t lane4, uint2 wv, uint32_t (&p)[8]) {
@@ -528,23 +535,25 @@ __device__ __forceinline__ void decode8(const unsigned char* s_lut, uint32_t lan
 
 template <int MB>
 struct MmaCfg {
-  static constexpr int NT = MB == 16 ? 2 : 1;     // n-tiles of 8 x rows
-  static constexpr int kDepth = MB == 1 ? 8 : 2;  // items buffered between barriers
-  static constexpr int kVals = MB == 1 ? 1 : MB;  // sums per (warp, row) in the item buffer
+  static constexpr int NT = MB == 16 ? 2 : 1;                // n-tiles of 8 x rows
+  static constexpr int kDepth = MB == 1 ? 8 : 2;             // items buffered between barriers
+  static constexpr int kVals = MB == 1 ? 1 : MB;             // sums per (warp, row) in the item buffer
+  static constexpr int kXRows = MB == 1 || MB == 4 ? MB : 0;  // x rows staged in shared memory (the wide layouts)
 };
 
 // Dynamic shared memory of the MMA kernel for (MB, K, element size).
 inline size_t mma_smem_bytes(int MB, int64_t K, int es) {
-  const int depth = MB == 1 ? 8 : 2, vals = MB == 1 ? 1 : MB;
-  return static_cast<size_t>(kMmaLutBytes) + (MB == 1 ? static_cast<size_t>(K) * es : 0) + 256 * 4 +
+  const int depth = MB == 1 ? 8 : 2, vals = MB == 1 ? 1 : MB, xrows = MB == 1 || MB == 4 ? MB : 0;
+  return static_cast<size_t>(kMmaLutBytes) + static_cast<size_t>(xrows) * K * es + 256 * 4 +
          static_cast<size_t>(2) * depth * kMmaWarps * 16 * vals * 4;
 }
 
-// One group of U chunks of rows g and g + 8 of a lane: packed bytes, and the scale inputs of the chunks this lane
-// loads (chunk t + 4 v of the group; nested: absmax code q and absmax2 a; plain: absmax in a).
-template <int U>
+// One group of U chunks of rows g and g + 8 of a lane: packed bytes, and the scale inputs of the S chunks this lane
+// loads (chunk t + 4 v of the group, or t / 2 + 2 v for MB == 4; nested: absmax code q and absmax2 a; plain: absmax
+// in a).
+template <int U, int S = (U + 3) / 4>
 struct MGroup {
-  static constexpr int SPL = (U + 3) / 4;
+  static constexpr int SPL = S;
   uint2 wg[U], wh[U];
   uint32_t qg[SPL], qh[SPL];
   float ag[SPL], ah[SPL];
@@ -555,14 +564,17 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
     gemv4_mma_kernel(T* __restrict__ out, const T* __restrict__ x, WeightArgs w, const T* __restrict__ bias, int64_t M, int64_t N,
                      int64_t K, int lg_wpt, int cpw, Lut16 lut) {
   using Cfg = MmaCfg<MB>;
-  constexpr int NT = Cfg::NT, D = Cfg::kDepth, V = Cfg::kVals, SPL = MGroup<U>::SPL;
-  constexpr bool COL = MB == 1;       // the one-row layout: lane t owns chunk t of a group, column 2t of the MMA
-  constexpr bool IL = COL && !SPLIT;  // whole groups, interleaved over the warps of a tile
-  static_assert(!COL || U == 4, "the one-row layout takes groups of 4 chunks");
+  constexpr bool COL = MB == 1;        // the one-row layout: lane t owns chunk t of a group, column 2t of the MMA
+  constexpr bool C4 = MB == 4;         // the four-row layout: column 4 p + m = chunk parity p of a half, x row m
+  constexpr bool WIDE = COL || C4;     // 16-byte weight loads per lane, x staged in shared memory
+  constexpr bool IL = WIDE && !SPLIT;  // whole groups, interleaved over the warps of a tile
+  constexpr int NT = Cfg::NT, D = Cfg::kDepth, V = Cfg::kVals, SPL = C4 ? 2 : MGroup<U>::SPL;
+  using Group = MGroup<U, SPL>;
+  static_assert(!WIDE || U == 4, "the wide layouts take groups of 4 chunks");
   extern __shared__ __align__(16) unsigned char smem[];
   unsigned char* s_lut = smem;                                      // [256 bytes][64 words]; words 0..31 used
-  T* s_x = reinterpret_cast<T*>(smem + kMmaLutBytes);                  // MB == 1: x (K,)
-  float* s_code = reinterpret_cast<float*>(smem + kMmaLutBytes + (MB == 1 ? K * static_cast<int64_t>(sizeof(T)) : 0));
+  T* s_x = reinterpret_cast<T*>(smem + kMmaLutBytes);                  // WIDE: x (kXRows, K), see x_slot
+  float* s_code = reinterpret_cast<float*>(smem + kMmaLutBytes + Cfg::kXRows * K * static_cast<int64_t>(sizeof(T)));
   float* s_buf = s_code + 256;                                      // [2][D][kMmaWarps][16][V]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int wpt = 1 << lg_wpt, tpi = kMmaWarps >> lg_wpt, ti = warp >> lg_wpt, kw = warp & (wpt - 1);
@@ -597,16 +609,16 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
   auto set_item = [&](int i) {
     const int r = ((g0 + i * static_cast<int>(gridDim.x)) * tpi + ti) * 16 + g;
     const int64_t rg = r < nlast ? r : nlast, rh = r + 8 < nlast ? r + 8 : nlast;
-    lpg = w.packed + rg * rowbytes + t * (COL ? 16 : 8);
-    lph = w.packed + rh * rowbytes + t * (COL ? 16 : 8);
+    lpg = w.packed + rg * rowbytes + t * (WIDE ? 16 : 8);
+    lph = w.packed + rh * rowbytes + t * (WIDE ? 16 : 8);
     lfg = rg * C;
     lfh = rh * C;
   };
-  auto load = [&](MGroup<U>& b, int q) {
+  auto load = [&](Group& b, int q) {
     const int cl = group_start(q);
     const uint8_t* pg = lpg + cl * 32;
     const uint8_t* ph = lph + cl * 32;
-    if constexpr (COL) {  // half h of the group's 128 bytes of a row: the quad reads 64 contiguous bytes, lane t 16 of them
+    if constexpr (WIDE) {  // half h of the group's 128 bytes of a row: the quad reads 64 contiguous bytes, lane t 16 of them
 #pragma unroll
       for (int h = 0; h < U / 2; ++h) {
         const uint4 a = ld_w16(pg + h * 64), c = ld_w16(ph + h * 64);
@@ -622,7 +634,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
     }
 #pragma unroll
     for (int v = 0; v < SPL; ++v) {
-      const int uu = t + 4 * v;
+      const int uu = C4 ? (t >> 1) + 2 * v : t + 4 * v;
       if (uu < U) {
         const int64_t bg = (lfg + cl + uu) >> lg_cpb, bh = (lfh + cl + uu) >> lg_cpb;
         if (NESTED) {
@@ -657,7 +669,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
   pdl_wait();
 
   // The first group's loads go out before x is staged, so they are in flight meanwhile.
-  MGroup<U> cur, nxt;
+  Group cur, nxt;
   int li = 0;
   int lq = 0;
   load(cur, 0);
@@ -665,21 +677,25 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
 
   if (NESTED)
     for (int i = threadIdx.x; i < 256; i += blockDim.x) s_code[i] = w.nested_code[i];
-  if constexpr (MB == 1) {
+  if constexpr (WIDE) {  // x rows 0 .. kXRows - 1 (rows >= M as zeros), 16-byte units placed by x_slot
     const uint4* xs = reinterpret_cast<const uint4*>(x);
     uint4* xd = reinterpret_cast<uint4*>(s_x);
-    const int nx = static_cast<int>(K * static_cast<int64_t>(sizeof(T)) / 16);
-    for (int base = 0; base < nx; base += 4 * blockDim.x) {  // four loads in flight per thread
+    const int nx = static_cast<int>(K * static_cast<int64_t>(sizeof(T)) / 16);  // units per row
+    const int rows = M < Cfg::kXRows ? static_cast<int>(M) : Cfg::kXRows;
+    for (int base = 0; base < Cfg::kXRows * nx; base += 4 * blockDim.x) {  // four loads in flight per thread
       uint4 v[4];
 #pragma unroll
       for (int a = 0; a < 4; ++a) {
         const int idx = base + a * blockDim.x + threadIdx.x;
-        if (idx < nx) v[a] = __ldg(xs + idx);
+        v[a] = idx < rows * nx ? __ldg(xs + idx) : make_uint4(0u, 0u, 0u, 0u);
       }
 #pragma unroll
       for (int a = 0; a < 4; ++a) {
         const int idx = base + a * blockDim.x + threadIdx.x;
-        if (idx < nx) xd[x_slot(idx)] = v[a];
+        if (idx < Cfg::kXRows * nx) {
+          const int m = Cfg::kXRows == 1 ? 0 : idx / nx, L = idx - m * nx;
+          xd[m * nx + x_slot(L, m)] = v[a];
+        }
       }
     }
   }
@@ -699,11 +715,33 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
     const uint4* xp = reinterpret_cast<const uint4*>(s_x) + P * 4;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const uint4 v = xp[i ^ ((P >> 1) & 3)];
+      const uint4 v = xp[i ^ ((P >> 1) & 3)];  // x_slot(4 P + i, 0)
       xr[4 * i] = v.x, xr[4 * i + 1] = v.y, xr[4 * i + 2] = v.z, xr[4 * i + 3] = v.w;
     }
   };
   if constexpr (COL && XREG) load_x(group_start(0));  // a run of one group: x stays in registers for the kernel
+  // x of the four-row layout: in half h of a group, the slots of lane t hold chunk 2h + t / 2, and column 4p + m of B
+  // carries chunk parity p for x row m. Lane (g, t) provides column g at its own slots, so it holds x row g % 4 when
+  // t / 2 == g / 4 (in both halves: pieces t and 4 + t of the group), and B is 0 in every other lane.
+  const bool x4on = C4 && (t >> 1) == (g >> 2);
+  const int xm = g & 3;
+  uint32_t xr4[C4 && XREG ? 2 : 1][C4 ? 16 : 1] = {};
+  auto load_x4 = [&](int cl, int h, uint32_t(&dst)[C4 ? 16 : 1]) {  // 4 LDS.128, two wavefronts each
+    if constexpr (C4) {
+      if (!x4on) return;
+      const int P = cl * 2 + 4 * h + t;
+      const uint4* xp = reinterpret_cast<const uint4*>(s_x + static_cast<int64_t>(xm) * K) + P * 4;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint4 v = xp[i ^ (((P >> 1) + xm) & 3)];  // x_slot(4 P + i, xm)
+        dst[4 * i] = v.x, dst[4 * i + 1] = v.y, dst[4 * i + 2] = v.z, dst[4 * i + 3] = v.w;
+      }
+    }
+  };
+  if constexpr (C4 && XREG) {
+    load_x4(group_start(0), 0, xr4[0]);
+    load_x4(group_start(0), 1, xr4[XREG ? 1 : 0]);
+  }
   float acc[NT][4];
 #pragma unroll
   for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
@@ -747,6 +785,38 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
       if (t >= lo && t < hi) {
         acc[0][0] = fmaf((d[0][0] + d[1][0]) + (d[2][0] + d[3][0]), sg[0], acc[0][0]);
         acc[0][2] = fmaf((d[0][2] + d[1][2]) + (d[2][2] + d[3][2]), sh[0], acc[0][2]);
+      }
+    } else if constexpr (C4) {
+      // Half h (units 2h, 2h + 1): lane t's slots hold chunk 2h + t / 2, and D[row][4p + m] is chunk parity p's sum
+      // for x row m, so lane t holds chunk t / 2 (half 0) / 2 + t / 2 (half 1) for x rows 2 (t % 2) and + 1, rows
+      // g (c0, c1) and g + 8 (c2, c3), and scales them with the two chunks' scales it loaded itself.
+      float d[U][4];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        if constexpr (!XREG) load_x4(cl, h, xr4[0]);
+#pragma unroll
+        for (int part = 0; part < 2; ++part) {
+          const int u = 2 * h + part;
+          uint32_t pg[8], ph[8];
+          decode8(s_lut, lane4, cur.wg[u], pg);
+          decode8(s_lut, lane4, cur.wh[u], ph);
+          uint32_t xw[8];
+#pragma unroll
+          for (int q = 0; q < 8; ++q) xw[q] = xr4[XREG ? h : 0][part * 8 + q];
+          d[u][0] = d[u][1] = d[u][2] = d[u][3] = 0.0f;
+#pragma unroll
+          for (int q = 0; q < 4; ++q) mma16816<T>(d[u], pg[2 * q], ph[2 * q], pg[2 * q + 1], ph[2 * q + 1], xw[2 * q], xw[2 * q + 1]);
+        }
+      }
+#pragma unroll
+      for (int v = 0; v < 2; ++v) {
+        const int c = (t >> 1) + 2 * v;
+        if (c >= lo && c < hi) {
+          acc[0][0] = fmaf(d[2 * v][0] + d[2 * v + 1][0], sg[v], acc[0][0]);
+          acc[0][1] = fmaf(d[2 * v][1] + d[2 * v + 1][1], sg[v], acc[0][1]);
+          acc[0][2] = fmaf(d[2 * v][2] + d[2 * v + 1][2], sh[v], acc[0][2]);
+          acc[0][3] = fmaf(d[2 * v][3] + d[2 * v + 1][3], sh[v], acc[0][3]);
+        }
       }
     } else {
       // Unit u of the group (chunk cl + u; lane t holds bytes 8 t .. 8 t + 7 of it): decode, MMAs with column n of B
@@ -806,6 +876,14 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
         a0 += __shfl_xor_sync(kFull, a0, 1), a2 += __shfl_xor_sync(kFull, a2, 1);
         a0 += __shfl_xor_sync(kFull, a0, 2), a2 += __shfl_xor_sync(kFull, a2, 2);
         if (t == 0) sb[g] = a0, sb[g + 8] = a2;
+      } else if constexpr (C4) {  // add the two chunk parities (lanes t, t ^ 2); lane t < 2 has x rows 2t, 2t + 1
+        float a[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) a[j] = acc[0][j] + __shfl_xor_sync(kFull, acc[0][j], 2);
+        if (t < 2) {
+          const int m = 2 * t;
+          sb[g * V + m] = a[0], sb[g * V + m + 1] = a[1], sb[(g + 8) * V + m] = a[2], sb[(g + 8) * V + m + 1] = a[3];
+        }
       } else {
 #pragma unroll
         for (int n = 0; n < NT; ++n) {
@@ -1021,7 +1099,7 @@ bool pdl_enabled(int device) {
 // How gemv4_mma_kernel splits W (N, K): 2^lg_wpt warps per 16-row tile, cpw chunks of 64 per warp, `items` work items
 // of 16 / 2^lg_wpt tiles, and whether some warp's run ends in a partial group of chunks (split: the kernel variant that
 // handles one; without it the straight-line code of one group is all the loop holds, which measured 0.3–0.5 us faster
-// in bench/gemv4-lab, and at M = 1 the groups can be interleaved over the tile's warps).
+// in bench/gemv4-lab, and at M <= 4 the groups can be interleaved over the tile's warps).
 struct MmaShape {
   int lg_wpt, cpw;
   int64_t items;
@@ -1058,10 +1136,11 @@ bool launch_mma_typed(int device, cudaStream_t s, T* out, const T* x, const Weig
   if (smem > static_cast<size_t>(optin)) return false;
   const int64_t sms = sm_count(device);  // one CTA per SM (512 threads x up to 128 registers)
   const MmaShape sh = mma_shape(N, K, sms);
-  const int v = !sh.split ? (MB == 1 && sh.cpw == kMmaUnroll ? 2 : 1) : 0;  // the kernel variant
+  constexpr bool wide = MB == 1 || MB == 4;  // x staged in shared memory, so it can stay in registers
+  const int v = !sh.split ? (wide && sh.cpw == kMmaUnroll ? 2 : 1) : 0;  // the kernel variant
   auto kernel = v == 0   ? gemv4_mma_kernel<T, MB, NESTED, kMmaUnroll, true, false>
                 : v == 1 ? gemv4_mma_kernel<T, MB, NESTED, kMmaUnroll, false, false>
-                         : gemv4_mma_kernel<T, MB, NESTED, kMmaUnroll, false, MB == 1>;
+                         : gemv4_mma_kernel<T, MB, NESTED, kMmaUnroll, false, wide>;
   // Allow the device's whole opt-in shared memory once per (kernel, device); devices past the cache ask every time.
   static std::array<std::atomic<bool>, 64> allowed[3]{};
   auto& allow = allowed[v];
@@ -1098,6 +1177,11 @@ bool launch_mma(int device, cudaStream_t s, T* out, const T* x, const WeightArgs
     if (M == 1) {  // x staged in shared memory; falls back to the 8-row kernel when K does not fit
       const bool done = nested ? launch_mma_typed<T, 1, true>(device, s, out, x, w, bias, M, N, K, lut)
                                : launch_mma_typed<T, 1, false>(device, s, out, x, w, bias, M, N, K, lut);
+      if (done) return true;
+    }
+    if (M <= 4) {  // x staged in shared memory; falls back to the 8-row kernel when 4 rows of K do not fit
+      const bool done = nested ? launch_mma_typed<T, 4, true>(device, s, out, x, w, bias, M, N, K, lut)
+                               : launch_mma_typed<T, 4, false>(device, s, out, x, w, bias, M, N, K, lut);
       if (done) return true;
     }
     if (M <= 8)
