@@ -702,34 +702,21 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
   __syncthreads();
 
   const uint32_t lane4 = static_cast<uint32_t>(lane) * 4;
-  // x of the one-row layout: column 2c of the MMA carries chunk c of a group, so only the lanes that provide column 2c
-  // at the k-slots of chunk c hold x there, and every other B value is 0. Lane (g, t) provides column g at the slots
-  // of its own weights, which in half h of a group belong to chunk 2h + t / 2: it is active (xon) iff g is even and
-  // g / 2 % 2 == t / 2, in half xh = g / 4 only, with the 32 x values of its 16-byte piece 4 xh + t of the group.
-  const bool xon = COL && (g & 1) == 0 && ((g >> 1) & 1) == (t >> 1);
-  const int xh = g >> 2;
-  uint32_t xr[COL ? 16 : 1] = {};
-  auto load_x = [&](int cl) {  // the active lanes' piece of the group starting at chunk cl (4 LDS.128, no conflicts)
-    if (!xon) return;
-    const int P = cl * 2 + 4 * xh + t;  // piece index in x (32 elements each)
-    const uint4* xp = reinterpret_cast<const uint4*>(s_x) + P * 4;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint4 v = xp[i ^ ((P >> 1) & 3)];  // x_slot(4 P + i, 0)
-      xr[4 * i] = v.x, xr[4 * i + 1] = v.y, xr[4 * i + 2] = v.z, xr[4 * i + 3] = v.w;
-    }
-  };
-  if constexpr (COL && XREG) load_x(group_start(0));  // a run of one group: x stays in registers for the kernel
-  // x of the four-row layout: in half h of a group, the slots of lane t hold chunk 2h + t / 2, and column 4p + m of B
-  // carries chunk parity p for x row m. Lane (g, t) provides column g at its own slots, so it holds x row g % 4 when
-  // t / 2 == g / 4 (in both halves: pieces t and 4 + t of the group), and B is 0 in every other lane.
-  const bool x4on = C4 && (t >> 1) == (g >> 2);
-  const int xm = g & 3;
-  uint32_t xr4[C4 && XREG ? 2 : 1][C4 ? 16 : 1] = {};
-  auto load_x4 = [&](int cl, int h, uint32_t(&dst)[C4 ? 16 : 1]) {  // 4 LDS.128, two wavefronts each
-    if constexpr (C4) {
-      if (!x4on) return;
-      const int P = cl * 2 + 4 * h + t;
+  // x in the wide layouts: only the lanes that provide a column at the k-slots of that column's chunk hold x, and every
+  // other B value is 0. Lane (g, t) provides column g at the slots of its own weights, which in half h of a group
+  // belong to chunk 2h + t / 2.
+  // One row (column 2c = chunk c): lane (g, t) is active iff g is even and g / 2 % 2 == t / 2, in half xh = g / 4 only,
+  // with x's piece 4 xh + t of the group.
+  // Four rows (column 4p + m = chunk parity p, x row m): lane (g, t) is active iff t / 2 == g / 4, in both halves,
+  // with pieces t and 4 + t of x row xm = g % 4.
+  const bool xon = COL ? (g & 1) == 0 && ((g >> 1) & 1) == (t >> 1) : C4 && (t >> 1) == (g >> 2);
+  const int xh = g >> 2, xm = C4 ? g & 3 : 0;
+  uint32_t xr[C4 && XREG ? 2 : 1][WIDE ? 16 : 1] = {};  // [half (C4 with x in registers)][32 values as pairs]
+  // Piece P (32 elements, 64 bytes) of staged x row xm into dst, when this lane is active: 4 LDS.128, one wavefront
+  // each for one row, two for four.
+  auto load_x = [&](int P, uint32_t(&dst)[WIDE ? 16 : 1]) {
+    if constexpr (WIDE) {
+      if (!xon) return;
       const uint4* xp = reinterpret_cast<const uint4*>(s_x + static_cast<int64_t>(xm) * K) + P * 4;
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
@@ -738,9 +725,10 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
       }
     }
   };
-  if constexpr (C4 && XREG) {
-    load_x4(group_start(0), 0, xr4[0]);
-    load_x4(group_start(0), 1, xr4[XREG ? 1 : 0]);
+  if constexpr (XREG) {  // one group per warp: its x stays in registers for the kernel
+    const int P0 = group_start(0) * 2 + t;
+    if constexpr (COL) load_x(P0 + 4 * xh, xr[0]);
+    if constexpr (C4) load_x(P0, xr[0]), load_x(P0 + 4, xr[C4 && XREG ? 1 : 0]);
   }
   float acc[NT][4];
 #pragma unroll
@@ -767,7 +755,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
       // Unit u = 8 bytes of a lane's rows (half u / 2 of the group, bytes 8 (u % 2) of the lane's 16): decode, four MMAs
       // with x only where the unit's chunk has its column (xon in half xh). Lane t then holds in d[.][0] / d[.][2] the
       // sums of chunk t for rows g / g + 8 and scales them with the scales it loaded itself (no shuffles).
-      if constexpr (!XREG) load_x(cl);
+      if constexpr (!XREG) load_x(cl * 2 + 4 * xh + t, xr[0]);
       float d[U][4];
 #pragma unroll
       for (int u = 0; u < U; ++u) {
@@ -777,7 +765,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
         const bool on = xon && xh == (u >> 1);
         uint32_t xw[8];
 #pragma unroll
-        for (int q = 0; q < 8; ++q) xw[q] = on ? xr[(u & 1) * 8 + q] : 0u;
+        for (int q = 0; q < 8; ++q) xw[q] = on ? xr[0][(u & 1) * 8 + q] : 0u;
         d[u][0] = d[u][1] = d[u][2] = d[u][3] = 0.0f;
 #pragma unroll
         for (int q = 0; q < 4; ++q) mma16816<T>(d[u], pg[2 * q], ph[2 * q], pg[2 * q + 1], ph[2 * q + 1], xw[2 * q], xw[2 * q + 1]);
@@ -793,7 +781,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
       float d[U][4];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        if constexpr (!XREG) load_x4(cl, h, xr4[0]);
+        if constexpr (!XREG) load_x(cl * 2 + 4 * h + t, xr[0]);
 #pragma unroll
         for (int part = 0; part < 2; ++part) {
           const int u = 2 * h + part;
@@ -802,7 +790,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
           decode8(s_lut, lane4, cur.wh[u], ph);
           uint32_t xw[8];
 #pragma unroll
-          for (int q = 0; q < 8; ++q) xw[q] = xr4[XREG ? h : 0][part * 8 + q];
+          for (int q = 0; q < 8; ++q) xw[q] = xr[XREG ? h : 0][part * 8 + q];
           d[u][0] = d[u][1] = d[u][2] = d[u][3] = 0.0f;
 #pragma unroll
           for (int q = 0; q < 4; ++q) mma16816<T>(d[u], pg[2 * q], ph[2 * q], pg[2 * q + 1], ph[2 * q + 1], xw[2 * q], xw[2 * q + 1]);
