@@ -541,11 +541,12 @@ struct MmaCfg {
   static constexpr int kXRows = MB == 1 || MB == 4 ? MB : 0;  // x rows staged in shared memory (the wide layouts)
 };
 
-// Dynamic shared memory of the MMA kernel for (MB, K, element size).
-inline size_t mma_smem_bytes(int MB, int64_t K, int es) {
-  const int depth = MB == 1 ? 8 : 2, vals = MB == 1 ? 1 : MB, xrows = MB == 1 || MB == 4 ? MB : 0;
-  return static_cast<size_t>(kMmaLutBytes) + static_cast<size_t>(xrows) * K * es + 256 * 4 +
-         static_cast<size_t>(2) * depth * kMmaWarps * 16 * vals * 4;
+// Dynamic shared memory of the MMA kernel for MB, K and the element size: table, staged x, code, item buffer.
+template <int MB>
+size_t mma_smem_bytes(int64_t K, int es) {
+  using Cfg = MmaCfg<MB>;
+  return static_cast<size_t>(kMmaLutBytes) + static_cast<size_t>(Cfg::kXRows) * K * es + 256 * 4 +
+         static_cast<size_t>(2) * Cfg::kDepth * kMmaWarps * 16 * Cfg::kVals * 4;
 }
 
 // One group of U chunks of rows g and g + 8 of a lane: packed bytes, and the scale inputs of the S chunks this lane
@@ -1119,12 +1120,12 @@ MmaShape mma_shape(int64_t N, int64_t K, int64_t sms) {
 template <typename T, int MB, bool NESTED>
 bool launch_mma_typed(int device, cudaStream_t s, T* out, const T* x, const WeightArgs& w, const T* bias, int64_t M, int64_t N,
                       int64_t K, const Lut16& lut) {
-  const size_t smem = mma_smem_bytes(MB, K, static_cast<int>(sizeof(T)));
+  const size_t smem = mma_smem_bytes<MB>(K, static_cast<int>(sizeof(T)));
   const int optin = device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(device);
   if (smem > static_cast<size_t>(optin)) return false;
   const int64_t sms = sm_count(device);  // one CTA per SM (512 threads x up to 128 registers)
   const MmaShape sh = mma_shape(N, K, sms);
-  constexpr bool wide = MB == 1 || MB == 4;  // x staged in shared memory, so it can stay in registers
+  constexpr bool wide = MmaCfg<MB>::kXRows > 0;  // x staged in shared memory, so it can stay in registers
   const int v = !sh.split ? (wide && sh.cpw == kMmaUnroll ? 2 : 1) : 0;  // the kernel variant
   auto kernel = v == 0   ? gemv4_mma_kernel<T, MB, NESTED, kMmaUnroll, true, false>
                 : v == 1 ? gemv4_mma_kernel<T, MB, NESTED, kMmaUnroll, false, false>
